@@ -1,0 +1,28 @@
+"""Installs keras_dynhp."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="keras_dynhp",
+    version="0.1.0",
+    description="Dynamic Hard Pruning (DynHP) of neural networks for Keras 3 and LiteRT",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["keras_dynhp", "keras_dynhp.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "keras>=3.10,<4",
+        "tensorflow>=2.18,<3",
+        "numpy>=1.26",
+        "tensorflow-datasets>=4.9",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "ruff>=0.5"],
+        "tflite": ["ai-edge-litert>=1.2"],
+        "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.25"],
+        "plots": ["matplotlib>=3.8"],
+        # tfmot works only with tf_keras (Keras 2): comparison benchmarks only.
+        "compare": ["tensorflow-model-optimization>=0.8", "tf_keras>=2.18"],
+    },
+    license="Apache-2.0",
+)
