@@ -362,11 +362,21 @@ class L0Dense(keras.layers.Layer):
             if bias is not None:
                 bias = bias[keep_units]
             self.units = int(len(keep_units))
+        # Recreate the variables under the same name scope, so their paths (and
+        # the names of the optimizer slots derived from them) do not change.
+        parent = self.kernel.path.rsplit("/", 2)[0] if self.kernel.path.count("/") >= 2 else None
         self._tracker.unlock()
         for name in ("kernel", "bias", "log_alpha", "gate_active_count", "gate_observations"):
-            if getattr(self, name, None) is not None:
-                delattr(self, name)
-        self._create_weights(int(kernel.shape[0]))
+            variable = getattr(self, name, None)
+            if variable is not None:
+                # Keras's own `__delattr__` runs gc.collect() per variable (~0.1 s each).
+                self._untrack_variable(variable)
+                object.__delattr__(self, name)
+        if parent:
+            with keras.name_scope(parent):
+                self._create_weights(int(kernel.shape[0]))
+        else:
+            self._create_weights(int(kernel.shape[0]))
         self._tracker.lock()
         self.kernel.assign(kernel)
         if bias is not None:

@@ -8,7 +8,11 @@ one mini-batch, 4 bytes (float32) per number::
 Weights and biases are the entries *stored* by the network (after hard pruning
 the matrices are physically smaller); gate parameters are not counted, as in
 the paper (LeNet-300-100 = 266,610 numbers). "Training memory" is the sum of MO
-over all epochs. The paper's "MBytes" are KiB / 1000.
+over all epochs. The paper's "MBytes" are KiB / 1000 for the model size
+(266,610 * 4 B = 1,041.4 KiB -> 1.041), but its "Training Memory" column is the
+sum over epochs in KiB / 1e6 (2000 * 2,609.45 KiB -> 5.219): the two columns
+differ by a factor 1000. :func:`paper_mbytes` and :func:`paper_training_mbytes`
+reproduce each column.
 
 These are accounting figures, not what a process really uses;
 :func:`peak_rss_bytes` reports the latter, and both should be shown with
@@ -17,8 +21,10 @@ honest labels.
 Example:
     >>> mo_bytes(266_610, 512, 784) / 1024
     2609.455078125
-    >>> round(paper_mbytes(2000 * mo_bytes(266_610, 512, 784)), 3)
+    >>> round(paper_training_mbytes(2000 * mo_bytes(266_610, 512, 784)), 3)
     5.219
+    >>> round(paper_mbytes(network_bytes(266_610)), 3)
+    1.041
 """
 
 import re
@@ -61,8 +67,13 @@ def max_batch_size(budget_bytes, num_params, input_dim):
 
 
 def paper_mbytes(num_bytes):
-    """The paper's "MBytes": KiB / 1000."""
+    """The paper's "MBytes" of model size: KiB / 1000."""
     return num_bytes / 1024.0 / 1000.0
+
+
+def paper_training_mbytes(total_bytes):
+    """The paper's "Training Memory" column: the sum of MO over epochs in KiB / 1e6."""
+    return total_bytes / 1024.0 / 1e6
 
 
 def kib(num_bytes):

@@ -44,7 +44,7 @@ def keep_mask(rates, gamma, min_units=1):
 def _optimizer_state(optimizer):
     if optimizer is None or not getattr(optimizer, "built", False):
         return None
-    return {v.path: ops.convert_to_numpy(v) for v in optimizer.variables}
+    return [(v.path, ops.convert_to_numpy(v)) for v in optimizer.variables]
 
 
 def _rebuild_optimizer(model, old_optimizer, old_state, slicers):
@@ -52,11 +52,16 @@ def _rebuild_optimizer(model, old_optimizer, old_state, slicers):
     new = old_optimizer.__class__.from_config(old_optimizer.get_config())
     new.build(model.trainable_variables)
     prefixes = sorted(slicers.items(), key=lambda kv: -len(kv[0]))
+    if len(old_state) != len(new.variables):
+        raise RuntimeError(
+            f"Optimizer state mismatch after surgery: {len(old_state)} old variables, "
+            f"{len(new.variables)} new ones."
+        )
     carried = 0
-    for var in new.variables:
-        value = old_state.get(var.path)
-        if value is None:
-            continue
+    # Same class, same config, same variable order: the slots line up one to one.
+    for (old_path, value), var in zip(old_state, new.variables):
+        if old_path != var.path:
+            raise RuntimeError(f"Optimizer variable {old_path} does not line up with {var.path}.")
         if tuple(value.shape) != tuple(var.shape):
             for prefix, slicer in prefixes:
                 if var.name.startswith(prefix):

@@ -1,0 +1,74 @@
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_dynhp import batch_size as bs
+from keras_dynhp import memory
+
+
+@pytest.mark.parametrize("n_in, n_out, batch", [(5, 3, 1), (7, 4, 8), (20, 10, 33)])
+def test_variance_matches_brute_force(n_in, n_out, batch):
+    rng = np.random.default_rng(n_in * batch)
+    a = tf.constant(rng.normal(size=(batch, n_in)))
+    w = tf.Variable(rng.normal(size=(n_in, n_out)))
+    b = tf.Variable(rng.normal(size=(n_out,)))
+    y = rng.normal(size=(batch, n_out))
+
+    def per_example_loss(h, target):
+        return tf.reduce_sum(tf.tanh(h) ** 2 * target, axis=-1)
+
+    with tf.GradientTape() as tape:
+        h = a @ w + b
+        loss = tf.reduce_mean(per_example_loss(h, y))
+    d = tape.gradient(loss, h)
+    s_w, s_b = bs.dense_gradient_variance(a, d, batch)
+
+    grads_w, grads_b = [], []
+    for i in range(batch):  # brute force: one example at a time
+        with tf.GradientTape() as t2:
+            li = per_example_loss(a[i : i + 1] @ w + b, y[i : i + 1])
+        gw, gb = t2.gradient(li, [w, b])
+        grads_w.append(gw.numpy())
+        grads_b.append(gb.numpy())
+    np.testing.assert_allclose(np.asarray(s_w), np.var(grads_w, axis=0), rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(s_b), np.var(grads_b, axis=0), rtol=1e-5, atol=1e-12)
+    total = bs.gradient_variance_l1([a], [d], batch)
+    assert float(total) == pytest.approx(np.var(grads_w, 0).sum() + np.var(grads_b, 0).sum(), rel=1e-5)
+
+
+def test_batch_rule_by_hand():
+    s, f, alpha = 123.4, 0.7, 0.98
+    candidate = 16 + math.ceil((1 - alpha) * s / f)
+    assert bs.candidate_batch_size(16, s, f, alpha) == candidate
+    params, dim = 5000, 784
+    roomy = memory.mo_bytes(params, 10_000, dim)
+    assert bs.next_batch_size(16, s, f, alpha, roomy, params, dim) == candidate
+    tight = memory.mo_bytes(params, 18, dim) + 100
+    assert bs.next_batch_size(16, s, f, alpha, tight, params, dim) == 18  # eq. 10 cap
+    # never shrinks, even if the cap would be lower
+    assert bs.next_batch_size(30, s, f, alpha, tight, params, dim) == 30
+    assert bs.next_batch_size(16, s, 0.0, alpha, roomy, params, dim) == 16
+
+
+def test_alpha_near_one_is_flat_and_smaller_alpha_grows_faster():
+    sizes = [bs.candidate_batch_size(16, 50.0, 1.0, a) for a in (0.999999, 0.99, 0.98, 0.9, 0.5)]
+    assert sizes[0] == 17
+    assert sizes == sorted(sizes)
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.0, 1.5, "x", None])
+def test_invalid_alpha(alpha):
+    with pytest.raises(ValueError, match="alpha_bs"):
+        bs.DynamicBatchSize(alpha, "1MiB")
+
+
+def test_controller_config_and_budget_check():
+    c = bs.DynamicBatchSize(0.98, "1433KiB", 16, 2)
+    assert bs.DynamicBatchSize.from_config(c.get_config()).get_config() == c.get_config()
+    with pytest.raises(ValueError, match="memory_budget"):
+        bs.DynamicBatchSize(0.98, "100KiB").check_fits(266_610, 784)
+    for bad in ("lots", 0, -5):
+        with pytest.raises(ValueError):
+            bs.DynamicBatchSize(0.98, bad)

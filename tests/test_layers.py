@@ -1,0 +1,143 @@
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_dynhp import layers as L
+from keras_dynhp.layers import L0Dense
+
+
+def np_prob(log_alpha, beta=2 / 3):
+    return 1 / (1 + np.exp(-(log_alpha - beta * math.log(0.1 / 1.1))))
+
+
+@pytest.mark.parametrize("log_alpha", [-3.0, -1.0, 0.0, 1.5, 3.0])
+def test_empirical_gate_probability_matches_closed_form(log_alpha):
+    rng = np.random.default_rng(1)
+    u = rng.uniform(1e-6, 1 - 1e-6, size=400_000).astype("float32")
+    z = np.asarray(L.hard_concrete_sample(np.float32(log_alpha), u))
+    empirical = (z > 0).mean()
+    closed = float(L.gate_probability(np.float32(log_alpha)))
+    assert closed == pytest.approx(np_prob(log_alpha), rel=1e-5)
+    assert abs(empirical - closed) < 0.01
+
+
+def test_gates_are_exactly_zero_and_one_with_positive_probability():
+    u = np.random.default_rng(2).uniform(1e-6, 1 - 1e-6, size=100_000).astype("float32")
+    z = np.asarray(L.hard_concrete_sample(np.float32(0.0), u))
+    assert (z == 0.0).mean() > 0.05
+    assert (z == 1.0).mean() > 0.05
+    assert ((z > 0) & (z < 1)).mean() > 0.05
+
+
+def test_inference_gates_match_closed_form():
+    layer = L0Dense(3)
+    layer.build((None, 5))
+    la = np.array([-5.0, -1.0, 0.0, 1.0, 4.0], "float32")
+    layer.log_alpha.assign(la)
+    expected = np.clip(1 / (1 + np.exp(-la)) * 1.2 - 0.1, 0, 1)
+    np.testing.assert_allclose(np.asarray(layer.inference_gates()), expected, rtol=1e-6)
+    x = np.ones((2, 5), "float32")
+    out = np.asarray(layer(x, training=False))
+    np.testing.assert_allclose(out, (x * expected) @ layer.kernel.numpy() + layer.bias.numpy(), rtol=1e-5)
+    assert float(layer.expected_active_units()) == pytest.approx(np_prob(la).sum(), rel=1e-5)
+
+
+def test_gradients_flow_to_log_alpha_and_kernel():
+    layer = L0Dense(4, activation="relu", seed=0)
+    x = tf.constant(np.random.default_rng(0).normal(size=(8, 6)).astype("float32"))
+    layer.build(x.shape)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(x, training=True)) + tf.add_n(layer.losses)
+    g_kernel, g_alpha = tape.gradient(loss, [layer.kernel, layer.log_alpha])
+    assert np.abs(g_kernel.numpy()).sum() > 0
+    assert np.abs(g_alpha.numpy()).sum() > 0
+
+
+def test_penalty_equals_closed_form():
+    layer = L0Dense(3, l0_lambda=0.1, weight_decay=0.5, dataset_size=50)
+    layer.build((None, 4))
+    la = np.array([-2.0, 0.0, 1.0, 3.0], "float32")
+    w = np.arange(12, dtype="float32").reshape(4, 3) / 10
+    b = np.array([1.0, -2.0, 0.5], "float32")
+    layer.log_alpha.assign(la)
+    layer.kernel.assign(w)
+    layer.bias.assign(b)
+    p = np_prob(la)
+    expected = (np.sum(p * (0.1 * 3 + 0.25 * (w**2).sum(1))) + 0.25 * (b**2).sum()) / 50
+    assert float(layer.l0_penalty()) == pytest.approx(expected, rel=1e-5)
+    layer(np.ones((2, 4), "float32"))
+    assert float(layer.losses[0]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_gate_statistics_count_active_observations():
+    layer = L0Dense(2, per_example_gates=True, seed=3)
+    layer.build((None, 3))
+    layer.log_alpha.assign(np.array([-4.6, 0.0, 4.6], "float32"))
+    layer(np.ones((20_000, 3), "float32"), training=True)
+    assert float(layer.gate_observations) == 20_000
+    rates = layer.activation_rates()
+    np.testing.assert_allclose(rates, np_prob(np.array([-4.6, 0.0, 4.6])), atol=0.015)
+    layer(np.ones((5, 3), "float32"), training=False)  # inference does not count
+    assert float(layer.gate_observations) == 20_000
+    layer.reset_gate_stats()
+    assert layer.activation_rates() is None
+
+
+def test_per_batch_gates_share_one_sample():
+    layer = L0Dense(2, per_example_gates=False, seed=4)
+    layer.build((None, 6))
+    gated = np.asarray(layer.gated_inputs(np.ones((50, 6), "float32"), training=True))
+    assert np.all(gated == gated[0])
+    assert float(layer.gate_observations) == 1
+
+
+def test_save_load_round_trip(tmp_path):
+    inputs = keras.Input((6,))
+    outputs = L0Dense(3, activation="softmax", l0_lambda=0.2, seed=1)(L0Dense(5, "relu", seed=0)(inputs))
+    model = keras.Model(inputs, outputs)
+    model.layers[1].log_alpha.assign(np.linspace(-3, 3, 6).astype("float32"))
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype("float32")
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    layer = model.layers[2]
+    clone = L0Dense.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"units": 0}, "units"),
+        ({"units": -3}, "units"),
+        ({"units": 2, "droprate_init": 0.0}, "droprate_init"),
+        ({"units": 2, "droprate_init": 1.0}, "droprate_init"),
+        ({"units": 2, "temperature": 0.0}, "temperature"),
+        ({"units": 2, "l0_lambda": -0.1}, "l0_lambda"),
+    ],
+)
+def test_bad_arguments_raise_value_errors(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        L0Dense(**kwargs)
+
+
+def test_wrong_rank_and_width_raise():
+    layer = L0Dense(2)
+    with pytest.raises(ValueError, match="rank 2"):
+        layer.build((None, 3, 4))
+    layer = L0Dense(2)
+    layer(np.ones((1, 3), "float32"))
+    with pytest.raises(ValueError):
+        layer(np.ones((1, 4), "float32"))
+
+
+def test_feature_select():
+    sel = L.FeatureSelect(5, [1, 3])
+    np.testing.assert_array_equal(np.asarray(sel(np.arange(10.0).reshape(2, 5))), [[1, 3], [6, 8]])
+    assert L.FeatureSelect(3, [0, 1, 2]).indices is None
+    with pytest.raises(ValueError, match="indices"):
+        L.FeatureSelect(3, [5])
