@@ -20,7 +20,7 @@ honest labels.
 
 Example:
     >>> mo_bytes(266_610, 512, 784) / 1024
-    2609.455078125
+    2609.4453125
     >>> round(paper_training_mbytes(2000 * mo_bytes(266_610, 512, 784)), 3)
     5.219
     >>> round(paper_mbytes(network_bytes(266_610)), 3)
