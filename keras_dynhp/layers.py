@@ -387,6 +387,12 @@ class L0Dense(keras.layers.Layer):
         self.input_spec = keras.layers.InputSpec(ndim=2, axes={-1: int(kernel.shape[0])})
 
     # -------------------------------------------------------- serialisation
+    def get_build_config(self):
+        # The current (possibly pruned) width, not the width first built with.
+        if not self.built:
+            return None
+        return {"input_shape": (None, self.input_dim)}
+
     def get_config(self):
         config = super().get_config()
         config.update(

@@ -327,6 +327,7 @@ class DynHPModel(keras.Model):
                 verbose=0,
                 callbacks=[_Forwarder(callback_list)],
                 validation_data=val,
+                shuffle=False,  # the pipeline shuffles (seeded) itself
             )
             logs = {k: v[-1] for k, v in inner.history.items() if v}
             if not logs or self.stop_training and not logs:

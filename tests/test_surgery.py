@@ -1,0 +1,146 @@
+import keras
+import numpy as np
+import pytest
+
+import keras_dynhp
+from keras_dynhp import surgery
+from keras_dynhp.layers import LOG_ALPHA_RANGE
+
+
+def _model(seed=0, **kw):
+    return keras_dynhp.build_mlp([12, 8], input_dim=20, num_classes=4, seed=seed, **kw)
+
+
+def _data(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 20)).astype("float32"), rng.integers(0, 4, n)
+
+
+def _set_stats(layer, rates):
+    layer.gate_observations.assign(100.0)
+    layer.gate_active_count.assign(np.asarray(rates, "float32") * 100.0)
+
+
+def test_keep_mask_threshold_and_floor():
+    np.testing.assert_array_equal(surgery.keep_mask([0.1, 0.5, 0.9], 0.5), [False, True, True])
+    np.testing.assert_array_equal(surgery.keep_mask([0.1, 0.3, 0.2], 0.5, min_units=2), [False, True, True])
+
+
+def test_surgery_is_exact_when_removed_gates_are_zero():
+    model = _model()
+    x, _ = _data()
+    rng = np.random.default_rng(1)
+    masks = []
+    for layer in model.gated_layers:
+        keep = rng.random(layer.input_dim) > 0.4
+        keep[0] = True
+        la = np.where(keep, rng.uniform(-1, 3, layer.input_dim), LOG_ALPHA_RANGE[0]).astype("float32")
+        layer.log_alpha.assign(la)  # removed gates: inference gate exactly 0
+        assert np.all(np.asarray(layer.inference_gates())[~keep] == 0.0)
+        _set_stats(layer, keep.astype(float))
+        masks.append(keep)
+    before = model.predict(x, verbose=0)
+    report = surgery.prune_model(model, gamma=0.5)
+    assert report["units_after"] == [int(m.sum()) for m in masks]
+    assert model.feature_select.indices == np.flatnonzero(masks[0]).tolist()
+    np.testing.assert_allclose(model.predict(x, verbose=0), before, atol=1e-5)
+    # weight count equals an independent count of the rebuilt kernels and biases
+    independent = sum(int(np.prod(w.shape)) for w in model.weights if w.name in ("kernel", "bias"))
+    assert model.count_params_stored() == independent
+    widths = model.architecture()
+    assert independent == sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+
+
+def test_optimizer_moments_are_sliced_not_reset():
+    model = _model()
+    x, y = _data()
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    old = {v.path: v.numpy() for v in model.optimizer.variables}
+    iterations = int(model.optimizer.iterations)
+    keeps = []
+    for layer in model.gated_layers:
+        keep = np.ones(layer.input_dim, bool)
+        keep[[1, 3]] = False
+        _set_stats(layer, keep.astype(float))
+        keeps.append(np.flatnonzero(keep))
+    surgery.prune_model(model, gamma=0.5)
+    new = {v.path: v.numpy() for v in model.optimizer.variables}
+    assert int(model.optimizer.iterations) == iterations
+    assert set(new) == set(old)
+    layer_names = [layer.name for layer in model.gated_layers]
+    for i, name in enumerate(layer_names):
+        rows = keeps[i]
+        cols = keeps[i + 1] if i + 1 < len(keeps) else slice(None)
+        for slot in ("momentum", "velocity"):
+            k = next(p for p in new if f"{name}_kernel_{slot}" in p)
+            np.testing.assert_array_equal(new[k], old[k][rows][:, cols])
+            b = next(p for p in new if f"{name}_bias_{slot}" in p)
+            np.testing.assert_array_equal(new[b], old[b][cols])
+            a = next(p for p in new if f"{name}_log_alpha_{slot}" in p)
+            np.testing.assert_array_equal(new[a], old[a][rows])
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)  # no "unknown variable" error
+
+
+def test_min_units_respected_with_huge_lambda():
+    model = _model(l0_lambda=1e4, learning_rate=0.05)
+    x, y = _data(256)
+    history = model.fit(x, y, epochs=4, batch_size=16, mode="hp", min_units=3, verbose=0)
+    sizes = np.array([history.history[f"units_{i}"] for i in range(3)])
+    assert np.all(sizes >= 3)
+    assert np.all(np.diff(sizes, axis=1) <= 0)  # monotonic
+    assert model.units() == [3, 3, 3]
+
+
+def test_pruned_model_saves_and_resumes(tmp_path):
+    model = _model()
+    x, y = _data()
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    for layer in model.gated_layers:
+        _set_stats(layer, np.linspace(0, 1, layer.input_dim))
+    surgery.prune_model(model, gamma=0.5)
+    path = tmp_path / "pruned.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.architecture() == model.architecture()
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    old = [v.numpy() for v in model.optimizer.variables]
+    new = [v.numpy() for v in loaded.optimizer.variables]
+    assert len(old) == len(new)
+    for a, b in zip(old, new):
+        np.testing.assert_array_equal(a, b)
+    loaded.fit(x, y, epochs=1, batch_size=16, mode="hp", verbose=0)
+
+
+def test_checkpoint_callback_after_pruning_epoch(tmp_path):
+    model = _model(l0_lambda=50.0, learning_rate=0.05, droprate_init=0.8)
+    x, y = _data(256)
+    ckpt = tmp_path / "ckpt.keras"
+    model.fit(x, y, epochs=2, batch_size=16, mode="hp", verbose=0,
+              callbacks=[keras.callbacks.ModelCheckpoint(ckpt)])
+    assert model.architecture() != [20, 12, 8, 4]
+    loaded = keras.saving.load_model(ckpt)
+    assert loaded.architecture() == model.architecture()
+    assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations)
+    for a, b in zip(model.optimizer.variables, loaded.optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    loaded.fit(x, y, epochs=3, initial_epoch=2, batch_size=16, mode="hp", verbose=0)
+
+
+def test_pruning_callback_and_logger(tmp_path):
+    events = []
+
+    class Hook(keras_dynhp.callbacks.PruningCallback):
+        def on_prune(self, epoch, report):
+            events.append((epoch, report["units_after"]))
+
+    model = _model(l0_lambda=50.0, learning_rate=0.05, droprate_init=0.8)
+    x, y = _data(256)
+    csv_path, json_path = tmp_path / "p.csv", tmp_path / "p.json"
+    model.fit(x, y, epochs=2, batch_size=16, mode="hp", verbose=0,
+              callbacks=[Hook(), keras_dynhp.callbacks.PruningLogger(csv_path),
+                         keras_dynhp.callbacks.PruningLogger(json_path)])
+    assert events and events[-1][1] == model.units()
+    import json
+    rows = json.loads(json_path.read_text())
+    assert len(rows) == 2 and rows[-1]["units_0"] == model.units()[0]
+    assert csv_path.read_text().splitlines()[0].startswith("epoch,")
