@@ -11,8 +11,9 @@ Example:
 
 __version__ = "0.1.0"
 
-from keras_dynhp import memory  # noqa: F401
+from keras_dynhp import datasets, export, memory  # noqa: F401
 from keras_dynhp.data import make_dataset  # noqa: F401
 from keras_dynhp.layers import L0Dense, FeatureSelect  # noqa: F401
 from keras_dynhp.models import DynHPModel, build_mlp  # noqa: F401
-from keras_dynhp import callbacks  # noqa: F401
+from keras_dynhp import batch_size, callbacks, surgery  # noqa: F401
+from keras_dynhp.export import export_tflite, strip  # noqa: F401

@@ -329,7 +329,11 @@ class DynHPModel(keras.Model):
                 validation_data=val,
                 shuffle=False,  # the pipeline shuffles (seeded) itself
             )
-            logs = {k: v[-1] for k, v in inner.history.items() if v}
+            logs = {
+                k: v[-1]
+                for k, v in inner.history.items()
+                if v and k not in ("val_grad_var_l1", "val_data_loss")  # training-only figures
+            }
             if not logs or self.stop_training and not logs:
                 break
             mo = memory.mo_bytes(params_in_epoch, batch, self.input_dim)

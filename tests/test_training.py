@@ -106,3 +106,20 @@ def test_fit_argument_errors(fashion_subset):
         model.fit(x, y, mode="dynhp", alpha_bs=1.0, memory_budget="2MiB")
     with pytest.raises(ValueError, match="memory_budget"):
         model.fit(x, y, mode="dynhp")
+
+
+def test_strip_and_tflite_match_keras(fashion_subset, tmp_path):
+    from keras_dynhp import export
+
+    (x, y), (xt, yt) = fashion_subset
+    model = keras_dynhp.build_mlp([300, 100], seed=0, l0_lambda=[0.05, 0.05, 0.5],
+                                  droprate_init=0.7, learning_rate=3e-3)
+    with pytest.raises(ValueError, match="never trained"):
+        export.strip(model)
+    model.fit(x, y, epochs=3, batch_size=64, mode="hp", verbose=0)
+    compact = export.strip(model)
+    np.testing.assert_allclose(compact.predict(xt, verbose=0), model.predict(xt, verbose=0), atol=1e-5)
+    assert compact.count_params() <= model.count_params_stored()
+    path = export.export_tflite(model, tmp_path / "m.tflite")
+    keras_acc = float((model.predict(xt, verbose=0).argmax(1) == yt).mean())
+    assert abs(export.evaluate_tflite(path, xt, yt, batch_size=100) - keras_acc) <= 0.001
