@@ -50,7 +50,9 @@ def main():
 
     h = history.history
     dense_params = 266_610
-    err = 100 * (1 - h["val_accuracy"][-1])
+    # History's val_accuracy is measured before the last epoch-end surgery: re-evaluate.
+    keras_acc = float((model.predict(xt, batch_size=1000, verbose=0).argmax(1) == yt).mean())
+    err = 100 * (1 - keras_acc)
     dense_total = args.epochs * memory.mo_bytes(dense_params, 128, 784)
     print("\nDynHP on Fashion-MNIST, %d epochs, %.0f s (this machine)" % (args.epochs, seconds))
     print(f"| model | test error % | parameters | model size (KiB) | training memory (KiB, paper accounting) |")
@@ -66,9 +68,9 @@ def main():
           f"budget {memory.kib(budget):.2f} KiB, peak RSS of this process "
           f"{memory.peak_rss_bytes() / 2**20:.0f} MiB (real, not the paper's accounting)")
     print(f".tflite: {tflite_path} ({os.path.getsize(tflite_path):,} bytes), LiteRT accuracy "
-          f"{100 * tflite_acc:.2f}% vs Keras {100 * h['val_accuracy'][-1]:.2f}%")
-    if abs(tflite_acc - h["val_accuracy"][-1]) > 0.002:
-        raise SystemExit("the .tflite accuracy differs from Keras by more than 0.2 points")
+          f"{100 * tflite_acc:.2f}% vs Keras {100 * keras_acc:.2f}%")
+    if abs(tflite_acc - keras_acc) > 0.001:
+        raise SystemExit("the .tflite accuracy differs from Keras by more than 0.1 points")
 
 
 if __name__ == "__main__":

@@ -239,7 +239,8 @@ class DynHPModel(keras.Model):
             verbose: 0, 1 (progress bar), 2 (one line per epoch) or "auto".
             callbacks: Keras callbacks; they see one training run whose epoch-end
                 logs include pruning and memory figures (see below).
-            validation_data: `(x_val, y_val)` or a batched dataset.
+            validation_data: `(x_val, y_val)` or a batched dataset. Validation
+                runs at the end of each epoch *before* that epoch's surgery.
             shuffle: Shuffle training arrays every epoch.
             initial_epoch: Epoch to start from (for resuming).
             mode: "sp", "hp" or "dynhp".
