@@ -1,0 +1,40 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_dynhp.data import is_batched, make_dataset
+
+
+def _order(ds):
+    return np.concatenate([b[1].numpy() for b in ds])
+
+
+def test_batch_sizes_are_as_requested():
+    x, y = np.zeros((103, 4), "float32"), np.arange(103)
+    for b in (1, 16, 50, 103, 500):
+        sizes = [int(batch[0].shape[0]) for batch in make_dataset(x, y, b, seed=0)]
+        assert sizes == [b] * (103 // b) + ([103 % b] if 103 % b else [])
+    sizes = [int(batch[0].shape[0]) for batch in make_dataset(x, y, 16, seed=0, drop_remainder=True)]
+    assert sizes == [16] * 6
+
+
+def test_shuffle_is_reproducible_with_a_seed_and_reshuffles_each_epoch():
+    x, y = np.zeros((200, 2), "float32"), np.arange(200)
+    a, b = make_dataset(x, y, 32, seed=7), make_dataset(x, y, 32, seed=7)
+    first = _order(a)
+    np.testing.assert_array_equal(first, _order(b))
+    assert sorted(first.tolist()) == list(range(200))
+    assert not np.array_equal(first, np.arange(200))
+    assert not np.array_equal(first, _order(a))  # second epoch: a new order
+    assert not np.array_equal(first, _order(make_dataset(x, y, 32, seed=8)))
+    np.testing.assert_array_equal(_order(make_dataset(x, y, 32, shuffle=False)), np.arange(200))
+
+
+def test_unbatched_dataset_is_rebatched_and_errors():
+    ds = tf.data.Dataset.from_tensor_slices((np.zeros((10, 3), "float32"), np.arange(10)))
+    assert not is_batched(ds, 1) and is_batched(ds.batch(2), 1)
+    assert [int(b[0].shape[0]) for b in make_dataset(ds, batch_size=4, seed=0)] == [4, 4, 2]
+    with pytest.raises(ValueError, match="batch_size"):
+        make_dataset(np.zeros((3, 1)), np.zeros(3), 0)
+    with pytest.raises(ValueError, match="lengths"):
+        make_dataset(np.zeros((3, 1)), np.zeros(4), 2)
