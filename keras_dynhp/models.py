@@ -335,7 +335,7 @@ class DynHPModel(keras.Model):
                 for k, v in inner.history.items()
                 if v and k not in ("val_grad_var_l1", "val_data_loss")  # training-only figures
             }
-            if not logs or self.stop_training and not logs:
+            if not logs:  # the epoch was stopped before it logged anything
                 break
             mo = memory.mo_bytes(params_in_epoch, batch, self.input_dim)
             total_bytes += mo
