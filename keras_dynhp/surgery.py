@@ -41,6 +41,11 @@ def keep_mask(rates, gamma, min_units=1):
     return mask
 
 
+def prefix(variable):
+    """Start of the names of the optimizer slots created for `variable`."""
+    return variable.path.replace("/", "_") + "_"
+
+
 def _optimizer_state(optimizer):
     if optimizer is None or not getattr(optimizer, "built", False):
         return None
@@ -57,7 +62,6 @@ def _rebuild_optimizer(model, old_optimizer, old_state, slicers):
             f"Optimizer state mismatch after surgery: {len(old_state)} old variables, "
             f"{len(new.variables)} new ones."
         )
-    carried = 0
     # Same class, same config, same variable order: the slots line up one to one.
     for (old_path, value), var in zip(old_state, new.variables):
         if old_path != var.path:
@@ -73,9 +77,7 @@ def _rebuild_optimizer(model, old_optimizer, old_state, slicers):
                 f"new shape {tuple(var.shape)}."
             )
         var.assign(value)
-        carried += 1
     model.optimizer = new
-    return carried
 
 
 def prune_model(model, gamma=0.5, min_units=1):
@@ -110,7 +112,6 @@ def prune_model(model, gamma=0.5, min_units=1):
             col_sel = None if cols is None or masks[i + 1].all() else cols
             if row_sel is None and col_sel is None:
                 continue
-            prefix = lambda v: v.path.replace("/", "_") + "_"  # noqa: E731
             slicers[prefix(layer.kernel)] = _kernel_slicer(row_sel, col_sel)
             if layer.use_bias:
                 slicers[prefix(layer.bias)] = _vector_slicer(col_sel)
