@@ -190,16 +190,20 @@ class DynHPModel(keras.Model):
         grads = tape.gradient(loss, variables + preacts)
         self.optimizer.apply_gradients(zip(grads[: len(variables)], variables))
         batch = ops.shape(x)[0]
-        # Measured every `variance_every` steps (weight 0 elsewhere).
-        measure = ops.equal(ops.mod(self.optimizer.iterations - 1, self._variance_every), 0)
-        s_l1 = ops.cond(
-            measure,
-            lambda: gradient_variance_l1([a for a, _ in caches], grads[len(variables):], batch),
-            lambda: ops.zeros((), "float32"),
-        )
-        weight = ops.cast(measure, "float32")
-        self.variance_tracker.update_state(s_l1, sample_weight=weight)
-        self.data_loss_tracker.update_state(loss - penalty, sample_weight=weight)
+        inputs, preact_grads = [a for a, _ in caches], grads[len(variables):]
+        if self._variance_every == 1:  # the default: no branch, no weights
+            self.variance_tracker.update_state(gradient_variance_l1(inputs, preact_grads, batch))
+            self.data_loss_tracker.update_state(loss - penalty)
+        else:  # measured every `variance_every` steps (weight 0 elsewhere)
+            measure = ops.equal(ops.mod(self.optimizer.iterations - 1, self._variance_every), 0)
+            s_l1 = ops.cond(
+                measure,
+                lambda: gradient_variance_l1(inputs, preact_grads, batch),
+                lambda: ops.zeros((), "float32"),
+            )
+            weight = ops.cast(measure, "float32")
+            self.variance_tracker.update_state(s_l1, sample_weight=weight)
+            self.data_loss_tracker.update_state(loss - penalty, sample_weight=weight)
         # Same bookkeeping as Keras's own train_step.
         self._loss_tracker.update_state(loss, sample_weight=batch)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
