@@ -100,6 +100,15 @@ class DynHPModel(keras.Model):
         self.data_loss_tracker = keras.metrics.Mean(name="data_loss")
         self.build((None, self.input_dim))
 
+    @property
+    def metrics(self):
+        # ||S||_1 and F are DynHP training figures: hidden outside a DynHP fit,
+        # so `evaluate` returns only the loss and the compiled metrics.
+        metrics = super().metrics
+        if not self._measure_variance:
+            metrics = [m for m in metrics if m is not self.variance_tracker and m is not self.data_loss_tracker]
+        return metrics
+
     # ------------------------------------------------------------ structure
     def build(self, input_shape):
         if input_shape[-1] != self.input_dim:
@@ -381,6 +390,9 @@ class DynHPModel(keras.Model):
             if self.stop_training:
                 break
         callback_list.on_train_end()
+        if measure:  # back to the plain train step and metrics for evaluate / fit(mode="sp")
+            self._measure_variance = False
+            self.train_function = self.test_function = None
         return history
 
     # ------------------------------------------------------------- helpers

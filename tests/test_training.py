@@ -85,6 +85,8 @@ def test_dynhp_with_unbatched_dataset_and_batched_error(fashion_subset):
     model = keras_dynhp.build_mlp([30, 10], seed=0)
     h = model.fit(ds, epochs=1, mode="dynhp", alpha_bs=0.98, memory_budget="2MiB", verbose=0)
     assert h.history["batch_size"] == [16]
+    # DynHP's ||S||_1 and F trackers are training figures, not evaluation metrics.
+    assert sorted(model.evaluate(ds.batch(256), verbose=0, return_dict=True)) == ["accuracy", "loss"]
     with pytest.raises(ValueError, match="unbatched"):
         model.fit(ds.batch(32), epochs=1, mode="dynhp", memory_budget="2MiB", verbose=0)
 
