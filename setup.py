@@ -19,7 +19,13 @@ setup(
     extras_require={
         "dev": ["pytest>=8", "ruff>=0.5"],
         "tflite": ["ai-edge-litert>=1.2"],
-        "docs": ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings[python]>=0.25"],
+        "docs": [
+            "mkdocs>=1.6",
+            "mkdocs-material>=9.5",
+            "mkdocstrings[python]>=0.26",
+            "mkdocstrings-python>=1.16",
+            "latex2mathml>=3.77",  # maths typeset at build time (docs/hooks/mathml.py)
+        ],
         "plots": ["matplotlib>=3.8"],
         # tfmot works only with tf_keras (Keras 2): comparison benchmarks only.
         "compare": ["tensorflow-model-optimization>=0.8", "tf_keras>=2.18"],

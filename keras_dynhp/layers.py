@@ -136,11 +136,10 @@ class L0Dense(keras.layers.Layer):
         A tensor of shape `(batch_size, units)`.
 
     Example:
-
-    >>> layer = L0Dense(4, activation="relu", seed=0)
-    >>> y = layer(np.ones((2, 3), "float32"))
-    >>> tuple(y.shape)
-    (2, 4)
+        >>> layer = L0Dense(4, activation="relu", seed=0)
+        >>> y = layer(np.ones((2, 3), "float32"))
+        >>> tuple(y.shape)
+        (2, 4)
     """
 
     def __init__(
@@ -430,10 +429,9 @@ class FeatureSelect(keras.layers.Layer):
         A tensor of shape `(batch, len(indices))`.
 
     Example:
-
-    >>> sel = FeatureSelect(input_dim=4, indices=[0, 2])
-    >>> np.asarray(sel(np.arange(8, dtype="float32").reshape(2, 4))).tolist()
-    [[0.0, 2.0], [4.0, 6.0]]
+        >>> sel = FeatureSelect(input_dim=4, indices=[0, 2])
+        >>> np.asarray(sel(np.arange(8, dtype="float32").reshape(2, 4))).tolist()
+        [[0.0, 2.0], [4.0, 6.0]]
     """
 
     def __init__(self, input_dim, indices=None, **kwargs):
