@@ -95,6 +95,7 @@ class DynHPModel(keras.Model):
         self.feature_select = FeatureSelect(self.input_dim, input_indices, name="feature_select")
         self.gated_layers = layers
         self._measure_variance = False
+        self._variance_metrics = False  # ||S||_1 and F are listed in `metrics`
         self._variance_every = 1
         self.variance_tracker = keras.metrics.Mean(name="grad_var_l1")
         self.data_loss_tracker = keras.metrics.Mean(name="data_loss")
@@ -105,7 +106,7 @@ class DynHPModel(keras.Model):
         # ||S||_1 and F are DynHP training figures: hidden outside a DynHP fit,
         # so `evaluate` returns only the loss and the compiled metrics.
         metrics = super().metrics
-        if not self._measure_variance:
+        if not self._variance_metrics:
             metrics = [m for m in metrics if m is not self.variance_tracker and m is not self.data_loss_tracker]
         return metrics
 
@@ -314,6 +315,9 @@ class DynHPModel(keras.Model):
             self._measure_variance = measure
             self._variance_every = controller.variance_every if controller else 1
             self.train_function = None
+        if measure != self._variance_metrics:
+            self._variance_metrics = measure
+            self.test_function = None
 
         history = keras.callbacks.History()
         user_callbacks = list(callbacks or [])
@@ -390,9 +394,9 @@ class DynHPModel(keras.Model):
             if self.stop_training:
                 break
         callback_list.on_train_end()
-        if measure:  # back to the plain train step and metrics for evaluate / fit(mode="sp")
-            self._measure_variance = False
-            self.train_function = self.test_function = None
+        if measure:  # evaluate / predict report the loss and compiled metrics only
+            self._variance_metrics = False
+            self.test_function = None
         return history
 
     # ------------------------------------------------------------- helpers
