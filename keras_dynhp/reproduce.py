@@ -473,8 +473,10 @@ def table_rows(results):
                 "error": f"{r['error']:.2f} ({err_d:+.0f}%)",
                 "model": f"{memory.paper_mbytes(r['model_bytes']):.3f} ({size_d:+.0f}%)",
                 "memory": f"{memory.paper_training_mbytes(r['training_memory_bytes']):.4f} ({mem_d:+.0f}%)",
-                "params": f"{r['params']:,}",
-                "tflite": f"{r['tflite_bytes']:,}",
+                "params": f"{r['params']:,}" + (
+                    f" ({r['nonzero_params']:,} non-zero)" if "nonzero_params" in r else ""),
+                "tflite": f"{r['tflite_bytes']:,}" + (
+                    f" (gzip {r['tflite_gzip_bytes']:,})" if "tflite_gzip_bytes" in r else ""),
                 "batch": r.get("final_batch_size"),
                 "seconds": f"{r['seconds']:.0f}",
             })
