@@ -19,8 +19,12 @@ install: $(STAMP)
 data: install
 	$(BIN)/python -m keras_dynhp.datasets fetch
 
+# A short DynHP run on Fashion-MNIST through the CLI: model, compact model, .tflite,
+# history, plots and a summary table against a dense Keras MLP of the same shape.
 demo: data
-	$(BIN)/python examples/demo.py --output runs/demo
+	$(BIN)/keras-dynhp train --dataset fashion_mnist --mode dynhp --epochs 3 \
+		--lambda 0.05,0.05,0.5 --droprate-init 0.7 --learning-rate 3e-3 --alpha-bs 0.98 \
+		--output runs/demo
 
 test: data
 	$(BIN)/python -m pytest keras_dynhp tests

@@ -30,5 +30,6 @@ setup(
         # tfmot works only with tf_keras (Keras 2): comparison benchmarks only.
         "compare": ["tensorflow-model-optimization>=0.8", "tf_keras>=2.18"],
     },
+    entry_points={"console_scripts": ["keras-dynhp=keras_dynhp.cli:main"]},
     license="Apache-2.0",
 )

@@ -17,3 +17,5 @@ from keras_dynhp.layers import L0Dense, FeatureSelect  # noqa: F401
 from keras_dynhp.models import DynHPModel, build_mlp  # noqa: F401
 from keras_dynhp import batch_size, callbacks, surgery  # noqa: F401
 from keras_dynhp.export import export_tflite, strip  # noqa: F401
+from keras_dynhp import ondevice, retrain  # noqa: F401
+from keras_dynhp import report, reproduce  # noqa: F401

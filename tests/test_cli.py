@@ -1,0 +1,98 @@
+"""The `keras-dynhp` command line: artefacts, evaluate, report and user errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from keras_dynhp import cli
+
+ARTEFACTS = ("model.keras", "compact.keras", "model.tflite", "history.csv", "history.json",
+             "baseline_history.json", "units.png", "memory.png", "error.png", "batch_size.png",
+             "summary.json", "summary.md")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, fashion_subset):
+    out = str(tmp_path_factory.mktemp("cli") / "run")
+    code = cli.main(["train", "--dataset", "fashion_mnist", "--mode", "dynhp", "--subset", "2000",
+                     "--epochs", "2", "--hidden", "30,10", "--lambda", "0.05,0.05,0.5",
+                     "--output", out, "--quiet"])
+    assert code == 0
+    return out
+
+
+def test_train_writes_every_artefact(run_dir, capsys):
+    for name in ARTEFACTS:
+        assert os.path.getsize(os.path.join(run_dir, name)) > 0, name
+    with open(os.path.join(run_dir, "history.json")) as f:
+        history = json.load(f)
+    rows = history if isinstance(history, list) else None
+    epochs = len(rows) if rows is not None else len(history["loss"])
+    assert epochs == 2
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["model"]["architecture"][0] <= 784
+    assert "dense" in open(os.path.join(run_dir, "summary.md")).read()
+
+
+def test_evaluate_reproduces_training_accuracy(run_dir, capsys):
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        model = json.load(f)["model"]
+    capsys.readouterr()
+    assert cli.main(["evaluate", os.path.join(run_dir, "model.keras"), "--json"]) == 0
+    keras_result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert keras_result["test_accuracy"] == model["test_accuracy"]  # exactly
+    assert cli.main(["evaluate", os.path.join(run_dir, "model.tflite"), "--json"]) == 0
+    tflite_result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert abs(tflite_result["test_accuracy"] - model["test_accuracy"]) <= 0.005
+
+
+def test_export_and_report(run_dir, tmp_path, capsys):
+    path = str(tmp_path / "m16.tflite")
+    assert cli.main(["export", os.path.join(run_dir, "model.keras"), "--quantization", "float16",
+                     "--output", path]) == 0
+    assert os.path.getsize(path) > 0
+    os.remove(os.path.join(run_dir, "units.png"))
+    capsys.readouterr()
+    assert cli.main(["report", run_dir]) == 0
+    assert "|" in capsys.readouterr().out  # the Markdown table
+    assert os.path.getsize(os.path.join(run_dir, "units.png")) > 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["evaluate", "/nonexistent/model.keras"], "no such file"),
+    (["train", "--budget", "lots"], "Cannot parse"),
+    (["train", "--dataset", "cifar10"], "invalid choice"),
+    (["train", "--lambda", "1,2,3,4,5", "--subset", "100", "--epochs", "1"], "--lambda"),
+    (["train", "--budget", "1KiB", "--subset", "100", "--epochs", "1"], "too small"),
+    (["report", "/nonexistent/run"], "nonexistent"),
+])
+def test_user_errors_exit_nonzero_with_one_line(argv, message, capsys, tmp_path):
+    if argv[0] == "train":
+        argv = argv + ["--output", str(tmp_path / "out"), "--quiet"]
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    assert code != 0
+    assert message in err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("keras-dynhp: error:")
+
+
+def test_wrong_kind_of_file(run_dir, capsys):
+    assert cli.main(["export", os.path.join(run_dir, "history.json")]) != 0
+    assert "expected a .keras" in capsys.readouterr().err
+
+
+def test_module_entry_point_has_no_traceback(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    ok = subprocess.run([sys.executable, "-m", "keras_dynhp", "--help"], capture_output=True,
+                        text=True, env=env)
+    assert ok.returncode == 0 and "train" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "keras_dynhp", "evaluate", str(tmp_path / "x.keras")],
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode != 0
+    assert "Traceback" not in bad.stderr
+    assert "keras-dynhp: error:" in bad.stderr
