@@ -34,15 +34,38 @@ def _check_model(model):
         )
 
 
-def strip(model, name=None):
+def kept_inputs(model):
+    """Indices of the input features (pixels) the compact model of `model` reads.
+
+    Args:
+        model: A trained :class:`~keras_dynhp.models.DynHPModel`.
+
+    Returns:
+        Sorted int32 NumPy array of indices into the original `input_dim` inputs:
+        those hard pruning kept whose inference gate is non-zero.
+    """
+    _check_model(model)
+    keep = ops.convert_to_numpy(model.gated_layers[0].inference_gates()) > 0
+    if not keep.any():
+        keep[0] = True
+    indices = model.feature_select.indices
+    indices = np.arange(model.input_dim) if indices is None else np.asarray(indices)
+    return indices[keep].astype("int32")
+
+
+def strip(model, name=None, select_inputs=True):
     """Returns a plain Keras model without gates, with zero-gated units removed.
 
     Args:
         model: A trained :class:`~keras_dynhp.models.DynHPModel`.
         name: Name of the new model (default: `<model name>_compact`).
+        select_inputs: True: the model takes all `input_dim` features and picks
+            the kept ones with a fixed gather (`FeatureSelect`). False: no gather;
+            the model takes only the kept features, `x[:, kept_inputs(model)]`
+            (for accelerators without a GATHER op, such as the Edge TPU).
 
     Returns:
-        A functional `keras.Model`: FeatureSelect (if pixels were pruned) then
+        A functional `keras.Model`: FeatureSelect (if `select_inputs`) then
         `keras.layers.Dense` layers.
 
     Raises:
@@ -55,11 +78,13 @@ def strip(model, name=None):
     for k in keep:
         if not k.any():  # keep one unit rather than an empty layer
             k[0] = True
-    inputs = keras.Input((model.input_dim,), name="pixels")
-    indices = model.feature_select.indices
-    indices = np.arange(model.input_dim) if indices is None else np.asarray(indices)
-    indices = indices[keep[0]]
-    x = FeatureSelect(model.input_dim, indices.tolist(), name="feature_select")(inputs)
+    indices = kept_inputs(model)
+    if select_inputs:
+        inputs = keras.Input((model.input_dim,), name="pixels")
+        x = FeatureSelect(model.input_dim, indices.tolist(), name="feature_select")(inputs)
+    else:
+        inputs = keras.Input((len(indices),), name="selected_pixels")
+        x = inputs
     for i, layer in enumerate(layers):
         kernel = ops.convert_to_numpy(layer.kernel) * gates[i][:, None]
         kernel = kernel[keep[i]]
@@ -136,7 +161,8 @@ def _representative_dataset(representative_data, width):
     return generator
 
 
-def export_tflite(model, path, quantization=None, representative_data=None, batch_size=None):
+def export_tflite(model, path, quantization=None, representative_data=None, batch_size=None,
+                  select_inputs=True):
     """Writes a LiteRT (TFLite) file of the compact model.
 
     Full-integer files (`quantization="int8"`) have int8 input and output tensors
@@ -155,6 +181,11 @@ def export_tflite(model, path, quantization=None, representative_data=None, batc
             seeded random subset) calibrate the activation ranges. Ignored otherwise.
         batch_size: Fixed batch dimension of the input (None: dynamic, resized by
             the interpreter).
+        select_inputs: For a DynHPModel: True keeps the pixel gather in the file
+            (input: all `input_dim` features); False leaves it out (input:
+            `x[:, kept_inputs(model)]`), so an int8 file holds FULLY_CONNECTED
+            ops only, which the Edge TPU maps entirely. `representative_data`
+            may still have all `input_dim` columns: the kept ones are selected.
 
     Returns:
         The path written.
@@ -190,9 +221,16 @@ def export_tflite(model, path, quantization=None, representative_data=None, batc
                 'quantization="int8" needs `representative_data`: an array of typical model inputs '
                 "(e.g. a few hundred training images) to calibrate the int8 ranges."
             )
-        representative = _representative_dataset(representative_data, _input_width(model))
+        width = _input_width(model)
+        if isinstance(model, DynHPModel) and not select_inputs:
+            kept = kept_inputs(model)
+            data = np.asarray(representative_data)
+            if data.ndim == 2 and data.shape[1] == model.input_dim:
+                representative_data = data[:, kept]
+            width = len(kept)
+        representative = _representative_dataset(representative_data, width)
 
-    compact = strip(model) if isinstance(model, DynHPModel) else model
+    compact = strip(model, select_inputs=select_inputs) if isinstance(model, DynHPModel) else model
     saved_model_dir = tempfile.mkdtemp(prefix="keras_dynhp_export_")
     try:
         signature = None

@@ -285,3 +285,29 @@ def test_keras_file_round_trip_and_scripts(trained, fashion_subset, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "full-integer: yes" in done.stdout and export.non_integer_tensors(out) == []
     assert abs(export.evaluate_tflite(out, xt, yt, batch_size=100) - _keras_accuracy(trained, xt, yt)) <= 0.01
+
+
+def _op_names(path):
+    interpreter = export._interpreter(path)
+    interpreter.allocate_tensors()
+    return {op["op_name"] for op in interpreter._get_ops_details()}
+
+
+def test_int8_without_gather_for_the_edge_tpu(trained, fashion_subset, tmp_path):
+    (x, _), (xt, yt) = fashion_subset
+    kept = export.kept_inputs(trained)
+    assert len(kept) < 784  # hard pruning removed pixels, so the default file gathers them
+    with_gather = export.export_tflite(trained, tmp_path / "g.tflite", quantization="int8",
+                                       representative_data=x, batch_size=1)
+    assert "GATHER" in _op_names(with_gather)
+    path = export.export_tflite(trained, tmp_path / "fc.tflite", quantization="int8",
+                                representative_data=x, batch_size=1, select_inputs=False)
+    assert "GATHER" not in _op_names(path)
+    assert "FULLY_CONNECTED" in _op_names(path)
+    assert export.tensor_types(path)["input"] == [np.dtype("int8")]
+    gather_free = export.strip(trained, select_inputs=False)
+    assert gather_free.inputs[0].shape[-1] == len(kept)
+    np.testing.assert_allclose(gather_free.predict(xt[:, kept], verbose=0),
+                               trained.predict(xt, verbose=0), atol=1e-5)
+    keras_acc = _keras_accuracy(trained, xt, yt)
+    assert abs(export.evaluate_tflite(path, xt[:, kept], yt) - keras_acc) <= 0.01
