@@ -1,6 +1,6 @@
 """Dynamic batch sizing from gradient variance under a memory budget.
 
-DESIGN.md "Dynamic batch sizing under a budget", paper section 4.2, eq. 8-10.
+Paper section 4.2, eq. 8-10; the docs' Concepts page, "Dynamic batch sizing under a budget".
 
 Gradient variance (CABS, Balles et al. 2017). For a dense layer ``h = a W + b``
 trained on the *mean* loss of a batch of B examples, let ``d = dL/dh`` (B, out).

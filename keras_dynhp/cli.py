@@ -36,7 +36,7 @@ PROG = "keras-dynhp"
 QUANTIZATIONS = ("float", "dynamic", "float16", "int8")
 DATASET_CHOICES = ("fashion_mnist", "mnist")
 UNITS_CHOICES = ("KiB", "paper")
-REPRESENTATIVE_EXAMPLES = 500  # training images given to the int8 converter
+REPRESENTATIVE_EXAMPLES = 300  # training images given to the int8 converter (export uses up to 300)
 EVAL_BATCH = 1000  # batch of every Keras accuracy computation (train and evaluate agree)
 TFLITE_EVAL_BATCH = 100
 

@@ -1,6 +1,6 @@
 """Hard-concrete L0 gates and the gated dense layer.
 
-This module holds the maths of the gates (DESIGN.md "Hard-concrete gate", paper
+This module holds the maths of the gates (Concepts page "Hard-concrete gate", paper
 eq. 3-5, Louizos et al. 2018) and the two layers built on it:
 
 * :class:`L0Dense`: a dense layer whose *input units* carry one hard-concrete
@@ -37,7 +37,7 @@ import keras
 import numpy as np
 from keras import ops
 
-# Hard-concrete constants (DESIGN.md, Louizos et al. 2018).
+# Hard-concrete constants (Louizos et al. 2018).
 LIMIT_LOW = -0.1  # gamma (stretch lower limit)
 LIMIT_HIGH = 1.1  # zeta (stretch upper limit)
 EPSILON = 1e-6

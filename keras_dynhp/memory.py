@@ -1,4 +1,4 @@
-"""Memory accounting in the paper's units (DESIGN.md "Memory accounting").
+"""Memory accounting in the paper's units (Concepts page, "Memory accounting").
 
 Per epoch the paper counts the memory occupation ("MO") of the network and of
 one mini-batch, 4 bytes (float32) per number::

@@ -1,6 +1,6 @@
 """Reproduction of the paper's experiments: SP vs HP vs DynHP, alpha_bs sweeps, peers.
 
-The protocol of the paper (DESIGN.md, "Reference results"): LeNet-300-100
+The protocol of the paper (Valerio et al., Tables 2-3): LeNet-300-100
 (784-300-100-10), lambda = 0.01, gamma = 0.5, SP and HP over the batch sizes
 {16, 32, 64, 100, 128, 256, 512}, DynHP over the paper's alpha_bs grid with
 initial batch 16 and the budget set to the per-epoch memory of the best SP run,
@@ -45,7 +45,7 @@ PAPER_ALPHAS = {
 LENET_HIDDEN = (300, 100)
 LENET_PARAMS = 266_610
 
-# The paper's Tables 2 and 3 (DESIGN.md): error %, model "MBytes", training memory "MBytes".
+# The paper's Tables 2 and 3: error %, model "MBytes", training memory "MBytes".
 PAPER_TABLE = {
     "mnist": [
         ("SP (bs 512)", 1.42, 1.041, 5.219), ("HP (bs 100)", 1.41, 0.206, 1.185),
