@@ -502,11 +502,21 @@ def cmd_train(args):
                           variance_every=args.variance_every)
     else:
         fit_kwargs.update(batch_size=args.batch_size)
+    path = lambda name: os.path.join(output, name)  # noqa: E731
+    # After every epoch (and its surgery): the model and the history so far, so that an
+    # interrupted run keeps its last finished epoch.
+    fit_kwargs["callbacks"] = [keras.callbacks.ModelCheckpoint(path("model.keras")),
+                               keras_dynhp.callbacks.PruningLogger(path("history.csv"))]
     start = time.perf_counter()
-    history = model.fit(x, y, **fit_kwargs).history
+    try:
+        history = model.fit(x, y, **fit_kwargs).history
+    except KeyboardInterrupt:
+        if os.path.exists(path("model.keras")):
+            _warn(f"interrupted: the last finished epoch is in {path('model.keras')} "
+                  f"and {path('history.csv')}")
+        raise
     train_seconds = time.perf_counter() - start
 
-    path = lambda name: os.path.join(output, name)  # noqa: E731
     model.save(path("model.keras"))
     keras_dynhp.strip(model).save(path("compact.keras"))
     _say(args, f"exporting {path('model.tflite')} ({args.quantization})")

@@ -96,3 +96,21 @@ def test_module_entry_point_has_no_traceback(tmp_path):
     assert bad.returncode != 0
     assert "Traceback" not in bad.stderr
     assert "keras-dynhp: error:" in bad.stderr
+
+
+def test_interrupted_train_keeps_last_epoch(tmp_path, monkeypatch, capsys, fashion_subset):
+    import keras_dynhp
+
+    class Interrupt(keras_dynhp.callbacks.PruningLogger):
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, logs)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras_dynhp.callbacks, "PruningLogger", Interrupt)
+    out = tmp_path / "run"
+    code = cli.main(["train", "--subset", "500", "--epochs", "3", "--hidden", "20,10",
+                     "--output", str(out), "--quiet", "--no-baseline"])
+    assert code == 130
+    assert "last finished epoch" in capsys.readouterr().err
+    assert (out / "model.keras").stat().st_size > 0
+    assert len((out / "history.csv").read_text().strip().splitlines()) == 2  # header + epoch 1
