@@ -11,6 +11,7 @@ on-device training file (train/infer/save/restore signatures) instead.
 """
 
 import argparse
+import json
 import os
 
 import numpy as np
@@ -46,6 +47,12 @@ def main():
         help="fix the batch dimension (1 for the Edge TPU compiler); default dynamic",
     )
     parser.add_argument(
+        "--no-gather",
+        action="store_true",
+        help="leave the pruned-pixel GATHER out (a DynHP model.keras only): the file takes the kept "
+        "pixels, listed in <output>.pixels.json; FULLY_CONNECTED ops only, for the Edge TPU",
+    )
+    parser.add_argument(
         "--trainable", action="store_true", help="write the on-device training file (float32) instead"
     )
     parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="with --trainable")
@@ -60,6 +67,10 @@ def main():
 
     model = load_keras_model(args.model)
     from keras_dynhp import export, ondevice
+    from keras_dynhp.models import DynHPModel
+
+    if args.no_gather and (args.trainable or not isinstance(model, DynHPModel)):
+        raise UserError("--no-gather needs a DynHP model.keras (not compact.keras) and no --trainable")
 
     try:
         if args.trainable:
@@ -78,7 +89,13 @@ def main():
                 quantization=QUANTIZATIONS[args.quantization],
                 representative_data=representative,
                 batch_size=args.batch_size,
+                select_inputs=not args.no_gather,
             )
+            if args.no_gather:
+                pixels = args.output[: -len(".tflite")] + ".pixels.json"
+                with open(pixels, "w") as f:
+                    json.dump(export.kept_inputs(model).tolist(), f)
+                print(f"wrote {pixels} (feed image[pixels] to the file)")
     except ValueError as e:
         raise UserError(first_line(e)) from None
     print(
