@@ -55,7 +55,7 @@ def main():
     err = 100 * (1 - keras_acc)
     dense_total = args.epochs * memory.mo_bytes(dense_params, 128, 784)
     print("\nDynHP on Fashion-MNIST, %d epochs, %.0f s (this machine)" % (args.epochs, seconds))
-    print(f"| model | test error % | parameters | model size (KiB) | training memory (KiB, paper accounting) |")
+    print("| model | test error % | parameters | model size (KiB) | training memory (KiB, paper accounting) |")
     print("|---|---|---|---|---|")
     print(f"| dense LeNet-300-100 (SP/plain at batch 128, not trained here) | - | {dense_params:,} | "
           f"{memory.kib(memory.network_bytes(dense_params)):.1f} | {memory.kib(dense_total):.1f} |")

@@ -1,6 +1,5 @@
 import keras
 import numpy as np
-import pytest
 
 import keras_dynhp
 from keras_dynhp import surgery
