@@ -391,6 +391,8 @@ class DynHPModel(keras.Model):
                     if hasattr(cb, "on_prune"):
                         cb.on_prune(epoch, report)
             callback_list.on_epoch_end(epoch, logs)
+            if verbose:
+                print(_progress_line(epoch, epochs, logs, len(self.gated_layers)), flush=True)
             if self.stop_training:
                 break
         callback_list.on_train_end()
@@ -460,6 +462,19 @@ class DynHPModel(keras.Model):
             raise ValueError("`validation_data` must be a tuple (x_val, y_val) or a tf.data.Dataset.")
         xv = self._check_x(validation_data[0]).astype("float32", copy=False)
         return make_dataset(xv, np.asarray(validation_data[1]), batch_size or 256, shuffle=False)
+
+
+def _progress_line(epoch, epochs, logs, n_layers):
+    """One readable line per epoch: batch size, units per layer, memory vs budget."""
+    units = [int(logs[f"units_{i}"]) for i in range(n_layers)]
+    pruned = sum(int(logs[f"pruned_{i}"]) for i in range(n_layers))
+    line = (f"[dynhp] epoch {epoch + 1}/{epochs}: batch {int(logs['batch_size'])}, "
+            f"units {units} ({pruned} pruned), params {int(logs['params']):,}, "
+            f"memory {memory.kib(logs['mo_bytes']):.1f} KiB")
+    if "budget_bytes" in logs:
+        line += (f" of {memory.kib(logs['budget_bytes']):.1f} KiB budget, "
+                 f"next batch {int(logs['next_batch_size'])}")
+    return line
 
 
 def _cached(factory):
