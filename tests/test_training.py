@@ -125,3 +125,14 @@ def test_strip_and_tflite_match_keras(fashion_subset, tmp_path):
     path = export.export_tflite(model, tmp_path / "m.tflite")
     keras_acc = float((model.predict(xt, verbose=0).argmax(1) == yt).mean())
     assert abs(export.evaluate_tflite(path, xt, yt, batch_size=100) - keras_acc) <= 0.001
+
+
+def test_progress_line_shows_batch_units_and_budget():
+    from keras_dynhp.models import _progress_line
+
+    logs = {"units_0": 512, "units_1": 227, "units_2": 96, "pruned_0": 58, "pruned_1": 6,
+            "pruned_2": 1, "batch_size": 18, "params": 139309, "mo_bytes": 683332,
+            "budget_bytes": 1467848, "next_batch_size": 19}
+    assert _progress_line(2, 30, logs, 3) == (
+        "[dynhp] epoch 3/30: batch 18, units [512, 227, 96] (65 pruned), params 139,309, "
+        "memory 667.3 KiB of 1433.4 KiB budget, next batch 19")
