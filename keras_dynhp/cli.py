@@ -366,7 +366,9 @@ def write_plots(run_dir, history, label, baseline_history=None, baseline_label=N
     runs = {label: history}
     if baseline_history:
         runs[baseline_label or "dense baseline"] = baseline_history
-    path = lambda name: os.path.join(run_dir, name)  # noqa: E731
+    def path(name):
+        return os.path.join(run_dir, name)
+
     try:
         written = [report.plot_units(history, path("units.png"), title=f"{label}: active units per layer")]
         written.append(report.plot_runs(
@@ -400,9 +402,9 @@ def _notes(summary):
     lines = [
         f"- {model['label']}: architecture {model['architecture']}, batch sizes {model['batch_sizes']}"
         + (f", budget {model['budget_bytes'] / 1024:.2f} KiB" if model.get("budget_bytes") else ""),
-        f"- trained on {summary['train_examples']:,} {cfg['dataset']} images for {cfg['epochs']} "
-        f"epochs in {summary['seconds']['train']:.0f} s; test error on {summary['test_examples']:,} "
-        "test images, after the last pruning",
+        (f"- trained on {summary['train_examples']:,} {cfg['dataset']} images for {cfg['epochs']} "
+         f"epochs in {summary['seconds']['train']:.0f} s; test error on {summary['test_examples']:,} "
+         "test images, after the last pruning"),
     ]
     if model.get("tflite_test_accuracy") is not None:
         lines.append(
@@ -494,15 +496,17 @@ def cmd_train(args):
                f"architecture {model.architecture()} ({dense_params:,} parameters), lambda {lambdas}"
          + (f", budget {memory.kib(budget):.2f} KiB, initial batch {args.initial_batch_size}"
             if budget else f", batch {args.batch_size}"))
-    fit_kwargs = dict(epochs=args.epochs, mode=args.mode, gamma=args.gamma, seed=args.seed,
-                      validation_data=(xt, yt), verbose=verbose)
+    fit_kwargs = {"epochs": args.epochs, "mode": args.mode, "gamma": args.gamma, "seed": args.seed,
+                  "validation_data": (xt, yt), "verbose": verbose}
     if args.mode == "dynhp":
         fit_kwargs.update(alpha_bs=args.alpha_bs, memory_budget=budget,
                           initial_batch_size=args.initial_batch_size,
                           variance_every=args.variance_every)
     else:
         fit_kwargs.update(batch_size=args.batch_size)
-    path = lambda name: os.path.join(output, name)  # noqa: E731
+    def path(name):
+        return os.path.join(output, name)
+
     # After every epoch (and its surgery): the model and the history so far, so that an
     # interrupted run keeps its last finished epoch.
     fit_kwargs["callbacks"] = [keras.callbacks.ModelCheckpoint(path("model.keras")),
@@ -634,6 +638,8 @@ def load_keras_model(path, compile=False):
 
     import keras_dynhp  # noqa: F401  (registers the custom layers)
 
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found" for a corrupt file
+        raise RunError(f"{path} is not a .keras file (a .keras model is a zip archive)")
     try:
         return keras.saving.load_model(path, compile=compile)
     except (ValueError, OSError, zipfile.BadZipFile, KeyError, TypeError) as e:

@@ -27,15 +27,15 @@ import numbers
 from keras_dynhp import memory
 
 __all__ = [
-    "history_dict",
-    "series",
-    "plot_units",
-    "plot_runs",
-    "markdown_table",
-    "format_change",
-    "summary_row",
-    "paper_table",
     "PAPER_UNITS",
+    "format_change",
+    "history_dict",
+    "markdown_table",
+    "paper_table",
+    "plot_runs",
+    "plot_units",
+    "series",
+    "summary_row",
 ]
 
 #: Units accepted by :func:`summary_row` and :func:`paper_table`.
@@ -122,14 +122,17 @@ def _save(fig, path):
     return path
 
 
-def _plot_xy(ax, values, scale=None, **kwargs):
+def _plot_xy(ax, values, scale=None, start=1, **kwargs):
     xs, ys = [], []
-    for epoch, v in enumerate(values, start=1):
+    for epoch, v in enumerate(values, start=start):
         if v is None or (isinstance(v, float) and math.isnan(v)):
             continue
         xs.append(epoch)
         ys.append(float(v) * (scale if scale is not None else 1.0))
     ax.plot(xs, ys, marker="o" if len(xs) <= 30 else None, markersize=3, **kwargs)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs
 
 
 def _layer_label(i, n_layers):
@@ -162,17 +165,25 @@ def plot_units(history, path, title=None):
         raise ValueError("The history has no `units_0`, `units_1`, ... keys (DynHPModel.fit logs them).")
     fig = _figure()
     ax = fig.add_subplot()
+    # Epoch 0 is the initial width (units + pruned at the first epoch end) when it is known.
+    initial = all(history.get(f"pruned_{i}") for i in range(len(keys)))
     for i, key in enumerate(keys):
-        values = history[key]
+        values = list(history[key])
+        if initial and values and values[0] is not None:
+            values = [values[0] + history[f"pruned_{i}"][0]] + values
         start = values[0] if values else None
         end = values[-1] if values else None
         label = f"{_layer_label(i, len(keys))} ({start:g} -> {end:g})" if values else key
-        _plot_xy(ax, values, label=label)
-    ax.set_xlabel("epoch")
+        _plot_xy(ax, values, start=0 if initial else 1, label=label)
+    ax.set_xlabel("epoch (0: before training)" if initial else "epoch")
     ax.set_ylabel("active units (after the epoch's pruning)")
     ax.set_yscale("log")
+    from matplotlib.ticker import ScalarFormatter
+
+    for axis_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+        axis_formatter(ScalarFormatter())
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    fig.legend(loc="outside lower center", ncols=min(len(keys), 3), fontsize="small")
     if title:
         ax.set_title(title)
     return _save(fig, path)

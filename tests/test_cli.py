@@ -35,7 +35,8 @@ def test_train_writes_every_artefact(run_dir, capsys):
     with open(os.path.join(run_dir, "summary.json")) as f:
         summary = json.load(f)
     assert summary["model"]["architecture"][0] <= 784
-    assert "dense" in open(os.path.join(run_dir, "summary.md")).read()
+    with open(os.path.join(run_dir, "summary.md")) as f:
+        assert "dense" in f.read()
 
 
 def test_evaluate_reproduces_training_accuracy(run_dir, capsys):
@@ -86,13 +87,26 @@ def test_wrong_kind_of_file(run_dir, capsys):
     assert "expected a .keras" in capsys.readouterr().err
 
 
+def test_missing_data_and_corrupt_model(tmp_path, monkeypatch, capsys):
+    bad = tmp_path / "bad.keras"
+    bad.write_text("not a zip")
+    assert cli.main(["evaluate", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a .keras file" in err
+    monkeypatch.setenv("KERAS_DYNHP_DATA_DIR", str(tmp_path))  # holds no data set
+    assert cli.main(["train", "--subset", "100", "--epochs", "1", "--quiet",
+                     "--output", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("keras-dynhp: error: cannot load fashion_mnist")
+
+
 def test_module_entry_point_has_no_traceback(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     ok = subprocess.run([sys.executable, "-m", "keras_dynhp", "--help"], capture_output=True,
-                        text=True, env=env)
+                        text=True, env=env, check=False)
     assert ok.returncode == 0 and "train" in ok.stdout
     bad = subprocess.run([sys.executable, "-m", "keras_dynhp", "evaluate", str(tmp_path / "x.keras")],
-                         capture_output=True, text=True, env=env)
+                         capture_output=True, text=True, env=env, check=False)
     assert bad.returncode != 0
     assert "Traceback" not in bad.stderr
     assert "keras-dynhp: error:" in bad.stderr

@@ -48,3 +48,9 @@ def test_plots_are_written(tmp_path):
     report.plot_runs(runs, "memory_total_bytes", mem, scale=1 / 1024, logy=True)
     for path in (units, batch, mem):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_units_starts_from_the_initial_widths(tmp_path):
+    history = {**HISTORY, "pruned_0": [84, 50, 50], "pruned_1": [20, 20, 10], "pruned_2": [0, 1, 1]}
+    path = report.plot_units(history, tmp_path / "units.png")
+    assert (tmp_path / "units.png").read_bytes()[:4] == b"\x89PNG" and path == tmp_path / "units.png"
