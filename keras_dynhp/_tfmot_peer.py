@@ -21,10 +21,11 @@ stores dense matrices (the zeros are only compressible, e.g. by gzip).
 
 import argparse
 import gzip
-import json
 import os
 import sys
 import time
+
+from keras_dynhp._io import write_json
 
 HIDDEN = (300, 100)
 
@@ -100,10 +101,7 @@ def main(argv=None):
             "memory_total_bytes": [per_epoch * (i + 1) for i in range(args.epochs)],
         },
     }
-    tmp = os.path.join(args.output, "result.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(tmp, os.path.join(args.output, "result.json"))
+    write_json(os.path.join(args.output, "result.json"), result)
     return 0
 
 

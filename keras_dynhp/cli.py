@@ -32,6 +32,8 @@ import time
 
 import numpy as np
 
+from keras_dynhp._io import to_jsonable, write_json
+
 PROG = "keras-dynhp"
 QUANTIZATIONS = ("float", "dynamic", "float16", "int8")
 DATASET_CHOICES = ("fashion_mnist", "mnist")
@@ -92,26 +94,25 @@ def _float_in(low, high, low_open=False, high_open=False):
     return parse
 
 
-def _hidden(text):
+def _comma_list(text, cast, valid, example):
+    """Parses "a,b,c" with `cast`; every value must pass `valid`."""
     try:
-        units = [int(part) for part in text.split(",")]
+        values = [cast(part) for part in text.split(",")]
     except ValueError:
-        units = []
-    if not units or any(u <= 0 for u in units):
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated positive integers such as 300,100; received {text!r}")
-    return units
+        values = []
+    if not values or not all(valid(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected {example}; received {text!r}")
+    return values
+
+
+def _hidden(text):
+    return _comma_list(text, int, lambda u: u > 0,
+                       "comma-separated positive integers such as 300,100")
 
 
 def _lambdas(text):
-    try:
-        values = [float(part) for part in text.split(",")]
-    except ValueError:
-        values = []
-    if not values or any(not math.isfinite(v) or v < 0 for v in values):
-        raise argparse.ArgumentTypeError(
-            f"expected a number >= 0 or a comma-separated list such as 0.05,0.05,0.5; received {text!r}")
-    return values
+    return _comma_list(text, float, lambda v: math.isfinite(v) and v >= 0,
+                       "a number >= 0 or a comma-separated list such as 0.05,0.05,0.5")
 
 
 def _budget(text):
@@ -253,26 +254,6 @@ def load_dataset(name):
         raise RunError(f"cannot load {name}: {_one_line(e)}") from e
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _write_json(path, obj):
-    with open(path, "w") as f:
-        json.dump(_jsonable(obj), f, indent=1)
-        f.write("\n")
-
-
 def _read_json(path):
     try:
         with open(path) as f:
@@ -285,8 +266,8 @@ def _read_json(path):
 
 def write_history(history, json_path, csv_path=None):
     """Writes a history (dict of per-epoch lists) as JSON and optionally CSV (one row per epoch)."""
-    history = _jsonable(dict(history))
-    _write_json(json_path, history)
+    history = to_jsonable(dict(history))
+    write_json(json_path, history)
     if csv_path:
         epochs = max((len(v) for v in history.values()), default=0)
         keys = list(history)
@@ -607,7 +588,7 @@ def cmd_train(args):
     if baseline is not None:
         write_history(baseline, path("baseline_history.json"))
     write_plots(output, history, label, baseline, baseline_label)
-    _write_json(path("summary.json"), summary)
+    write_json(path("summary.json"), summary)
     table = write_summary_md(output, summary, args.units)
     print()
     print(table)

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_dynhp._io import write_bytes
 from keras_dynhp.layers import FeatureSelect
 
 
@@ -256,24 +257,25 @@ def export_tflite(model, path, quantization=None, representative_data=None, batc
         data = converter.convert()
     finally:
         shutil.rmtree(saved_model_dir, ignore_errors=True)
-    directory = os.path.dirname(os.fspath(path))
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(data)
+    write_bytes(path, data)
     return path
 
 
-def _interpreter(path, num_threads=1):
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"No such .tflite file: {os.fspath(path)!r}.")
+def interpreter_class():
+    """The LiteRT `Interpreter` class (ai-edge-litert; TensorFlow's as a fallback)."""
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:  # pragma: no cover - fallback when the LiteRT wheel is absent
         import tensorflow as tf
 
         Interpreter = tf.lite.Interpreter
-    return Interpreter(model_path=os.fspath(path), num_threads=num_threads)
+    return Interpreter
+
+
+def _interpreter(path, num_threads=1):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No such .tflite file: {os.fspath(path)!r}.")
+    return interpreter_class()(model_path=os.fspath(path), num_threads=num_threads)
 
 
 def quantize_input(x, detail):

@@ -43,6 +43,8 @@ import tempfile
 import keras
 import numpy as np
 
+from keras_dynhp._io import write_bytes
+from keras_dynhp.export import interpreter_class
 from keras_dynhp.layers import FeatureSelect
 
 OPTIMIZERS = ("sgd", "adam")
@@ -380,22 +382,8 @@ def export_trainable_tflite(
         data = converter.convert()
     finally:
         shutil.rmtree(saved_model_dir, ignore_errors=True)
-    directory = os.path.dirname(os.fspath(path))
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(data)
+    write_bytes(path, data)
     return path
-
-
-def _interpreter_class():
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:  # pragma: no cover - fallback when the LiteRT wheel is absent
-        import tensorflow as tf
-
-        Interpreter = tf.lite.Interpreter
-    return Interpreter
 
 
 class TFLiteTrainer:
@@ -419,7 +407,7 @@ class TFLiteTrainer:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"No such .tflite file: {os.fspath(path)!r}.")
         self.path = os.fspath(path)
-        self.interpreter = _interpreter_class()(model_path=self.path, num_threads=num_threads)
+        self.interpreter = interpreter_class()(model_path=self.path, num_threads=num_threads)
         signatures = self.interpreter.get_signature_list()
         missing = [s for s in ("train", "infer", "save", "restore") if s not in signatures]
         if missing:

@@ -36,6 +36,7 @@ import time
 import numpy as np
 
 from keras_dynhp import memory
+from keras_dynhp._io import write_json
 
 PAPER_BATCH_SIZES = (16, 32, 64, 100, 128, 256, 512)
 PAPER_ALPHAS = {
@@ -123,26 +124,16 @@ def label(method, value):
 
 
 # ------------------------------------------------------------------ file helpers
-def _write_json(path, obj):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, default=_jsonable)
-    os.replace(tmp, path)
-
-
-def _jsonable(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"Not JSON serialisable: {type(value).__name__}")
-
-
 def _read_json(path):
     with open(path) as f:
         return json.load(f)
+
+
+def _finished(directory):
+    """Creates a configuration's directory; returns its result if it already finished."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "result.json")
+    return _read_json(path) if os.path.exists(path) else None
 
 
 def _test_error(model, xt, yt):
@@ -172,7 +163,7 @@ def _epoch_checkpoint(directory, state, start_time):
             state["epochs_done"] = epoch + 1
             state["checkpoint"] = os.path.basename(path)
             state["seconds"] = state["seconds_before"] + time.perf_counter() - start_time
-            _write_json(os.path.join(directory, "state.json"), state)
+            write_json(os.path.join(directory, "state.json"), state)
             for old in glob.glob(os.path.join(directory, "ckpt_*.keras")):
                 if os.path.basename(old) != state["checkpoint"]:
                     os.remove(old)
@@ -205,10 +196,9 @@ def run_config(method, value, data, epochs, directory, lam=0.01, gamma=0.5, lear
 
     import keras_dynhp
 
-    os.makedirs(directory, exist_ok=True)
-    result_path = os.path.join(directory, "result.json")
-    if os.path.exists(result_path):
-        return _read_json(result_path)
+    finished = _finished(directory)
+    if finished is not None:
+        return finished
     (x, y), (xt, yt) = data
     state_path = os.path.join(directory, "state.json")
     state = _read_json(state_path) if os.path.exists(state_path) else None
@@ -262,7 +252,7 @@ def run_config(method, value, data, epochs, directory, lam=0.01, gamma=0.5, lear
             "memory_total_bytes": np.cumsum(mo).tolist(),
         },
     }
-    _write_json(result_path, result)
+    write_json(os.path.join(directory, "result.json"), result)
     for old in glob.glob(os.path.join(directory, "ckpt_*.keras")):
         os.remove(old)
     return result
@@ -275,10 +265,9 @@ def run_dense(data, epochs, batch_size, directory, learning_rate=1e-3, seed=0, v
     """
     import keras
 
-    os.makedirs(directory, exist_ok=True)
-    result_path = os.path.join(directory, "result.json")
-    if os.path.exists(result_path):
-        return _read_json(result_path)
+    finished = _finished(directory)
+    if finished is not None:
+        return finished
     (x, y), (xt, yt) = data
     keras.utils.set_random_seed(seed)
     model = keras.Sequential(
@@ -311,7 +300,7 @@ def run_dense(data, epochs, batch_size, directory, learning_rate=1e-3, seed=0, v
             "memory_total_bytes": [mo * (i + 1) for i in range(epochs)],
         },
     }
-    _write_json(result_path, result)
+    write_json(os.path.join(directory, "result.json"), result)
     return result
 
 
@@ -323,10 +312,9 @@ def run_tfmot(data, epochs, batch_size, sparsity, directory, learning_rate=1e-3,
     extra (`pip install keras_dynhp[compare]`); returns None, with a message,
     when tfmot is not installed.
     """
-    os.makedirs(directory, exist_ok=True)
-    result_path = os.path.join(directory, "result.json")
-    if os.path.exists(result_path):
-        return _read_json(result_path)
+    finished = _finished(directory)
+    if finished is not None:
+        return finished
     (x, y), (xt, yt) = data
     npz = os.path.join(directory, "data.npz")
     np.savez(npz, x=x, y=y, xt=xt, yt=yt)
@@ -341,8 +329,7 @@ def run_tfmot(data, epochs, batch_size, sparsity, directory, learning_rate=1e-3,
         return None
     if proc.returncode != 0:
         raise RuntimeError(f"The tfmot peer failed:\n{proc.stderr[-3000:]}")
-    result = _read_json(result_path)
-    return result
+    return _read_json(os.path.join(directory, "result.json"))
 
 
 # ------------------------------------------------------------------ grid
@@ -388,7 +375,7 @@ def run(output, profile="quick", datasets=None, epochs=None, lam=0.01, gamma=0.5
     peers = prof.peers if peers is None else peers
     names = prof.datasets if datasets is None else tuple(datasets)
     os.makedirs(output, exist_ok=True)
-    _write_json(os.path.join(output, "settings.json"), {
+    write_json(os.path.join(output, "settings.json"), {
         "profile": prof.name, "datasets": names, "epochs": epochs, "lambda": lam, "gamma": gamma,
         "learning_rate": learning_rate, "budget": budget, "seed": seed,
         "sp_batch_sizes": prof.sp_batch_sizes, "hp_batch_sizes": prof.hp_batch_sizes,
@@ -516,7 +503,7 @@ def markdown(results):
 
 def write_outputs(output, results, epochs=None):
     """Writes results.json, results.csv, table.md and the plots."""
-    _write_json(os.path.join(output, "results.json"), results)
+    write_json(os.path.join(output, "results.json"), results)
     flat_keys = ("dataset", "method", "value", "config", "label", "epochs", "error", "params",
                  "model_bytes", "training_memory_bytes", "tflite_bytes", "final_batch_size",
                  "budget_bytes", "seconds")

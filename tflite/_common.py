@@ -19,6 +19,17 @@ def run(main):
         sys.exit(1)
 
 
+def make_parser(doc):
+    """An argument parser whose help shows the script's docstring (first line, then the rest)."""
+    import argparse
+
+    return argparse.ArgumentParser(
+        description=doc.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(doc.splitlines()[1:]),
+    )
+
+
 def first_line(error):
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0]

@@ -9,19 +9,14 @@ invokes. The interpreter applies its default delegate (XNNPACK) as on a device.
 Timings depend on the machine and on what else runs on it.
 """
 
-import argparse
 import os
 
 import numpy as np
-from _common import UserError, check_file, input_width, is_trainable, load_split, run
+from _common import UserError, check_file, input_width, is_trainable, load_split, make_parser, run
 
 
 def main():
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n".join(__doc__.splitlines()[1:]),
-    )
+    parser = make_parser(__doc__)
     parser.add_argument("models", nargs="+", help=".tflite files (inference files, not trainable ones)")
     parser.add_argument(
         "--dataset",

@@ -10,22 +10,17 @@ add `--batch-size 1`, it needs static shapes). `--trainable` writes the float
 on-device training file (train/infer/save/restore signatures) instead.
 """
 
-import argparse
 import json
 import os
 
 import numpy as np
-from _common import UserError, first_line, load_keras_model, load_split, run
+from _common import UserError, first_line, load_keras_model, load_split, make_parser, run
 
 QUANTIZATIONS = {"float": None, "dynamic": "dynamic", "float16": "float16", "int8": "int8"}
 
 
 def main():
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n".join(__doc__.splitlines()[1:]),
-    )
+    parser = make_parser(__doc__)
     parser.add_argument("model", help="saved .keras file (DynHPModel or compact Keras model)")
     parser.add_argument("output", help="output .tflite path")
     parser.add_argument("--quantization", choices=sorted(QUANTIZATIONS), default="float")

@@ -7,18 +7,13 @@ input tensor's scale and zero point) and on-device training files (through
 their `infer` signature) are accepted.
 """
 
-import argparse
 
 import numpy as np
-from _common import UserError, check_file, is_trainable, load_split, run
+from _common import UserError, check_file, is_trainable, load_split, make_parser, run
 
 
 def main():
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n".join(__doc__.splitlines()[1:]),
-    )
+    parser = make_parser(__doc__)
     parser.add_argument("model", help=".tflite file")
     parser.add_argument("--dataset", default="fashion_mnist", help="default fashion_mnist")
     parser.add_argument("--limit", type=int, default=None, help="evaluate the first N test images only")

@@ -1,0 +1,40 @@
+"""Small file helpers shared by the CLI, the reproduction runner and export."""
+
+import json
+import math
+import os
+
+import numpy as np
+
+
+def to_jsonable(value):
+    """`value` with NumPy scalars/arrays as Python numbers/lists and NaN/inf as None."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_bytes(path, data):
+    """Writes `data` to `path` atomically (a temporary file, then a rename), creating its folder."""
+    path = os.fspath(path)
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+    return path
+
+
+def write_json(path, obj):
+    """Writes `obj` as indented JSON, atomically (see :func:`to_jsonable`)."""
+    return write_bytes(path, (json.dumps(to_jsonable(obj), indent=1) + "\n").encode())
