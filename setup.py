@@ -1,10 +1,15 @@
 """Installs keras_dynhp."""
 
+import re
+
 from setuptools import find_packages, setup
+
+with open("keras_dynhp/_version.py", encoding="utf-8") as f:
+    VERSION = re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
 
 setup(
     name="keras_dynhp",
-    version="0.1.0",
+    version=VERSION,
     description="Dynamic Hard Pruning (DynHP) of neural networks for Keras 3 and LiteRT",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
@@ -14,7 +19,6 @@ setup(
         "keras>=3.10,<4",
         "tensorflow>=2.18,<3",
         "numpy>=1.26",
-        "tensorflow-datasets>=4.9",
     ],
     extras_require={
         "dev": ["pytest>=8", "ruff>=0.5"],

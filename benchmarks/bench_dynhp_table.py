@@ -6,7 +6,7 @@ Runs, on all 60k Fashion-MNIST training images and the 10k test images:
 SP at batch 128, HP at batch 128 and DynHP (initial batch 16, budget = the
 per-epoch memory of SP at batch 128 = 1,433.45 KiB) for two alpha_bs values,
 then prints test error, final model size, training memory (paper accounting)
-and wall time. Runs are resumable (see `keras_dynhp.reproduce`); delete the
+and wall time. Runs are resumable (see `keras_dynhp.experiments.reproduce`); delete the
 output directory to re-measure wall times.
 
 The default lambda is [0.05, 0.05, 0.5] (input, hidden, hidden layer): with the
@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from keras_dynhp import reproduce  # noqa: E402
+from keras_dynhp.experiments import reproduce  # noqa: E402
 
 
 def main():

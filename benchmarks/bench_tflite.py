@@ -27,7 +27,7 @@ import keras
 import numpy as np
 
 import keras_dynhp
-from keras_dynhp import export
+from keras_dynhp import export, litert
 
 
 def dense_baseline(x, y, epochs, seed):
@@ -66,7 +66,7 @@ def main():
         parser.error("--epochs, --dense-epochs, --runs and --rounds must be >= 1, --warmup >= 0")
     out = args.output or tempfile.mkdtemp(prefix="bench_tflite_")
     os.makedirs(out, exist_ok=True)
-    (x, y), (xt, yt) = keras_dynhp.datasets.load_data("fashion_mnist")
+    (x, y), (xt, yt) = keras_dynhp.experiments.datasets.load_data("fashion_mnist")
 
     start = time.perf_counter()
     dense = dense_baseline(x, y, args.dense_epochs, args.seed)
@@ -98,7 +98,7 @@ def main():
     for name, m, quant, params in files:
         path = os.path.join(out, name.split(" (")[0].replace(" ", "_").replace("-", "_").lower() + ".tflite")
         export.export_tflite(m, path, quantization=quant, representative_data=x)
-        acc = export.evaluate_tflite(path, xt, yt, batch_size=100)
+        acc = litert.evaluate_tflite(path, xt, yt, batch_size=100)
         rows.append(
             {
                 "name": name,
@@ -112,7 +112,7 @@ def main():
         )
     for _ in range(args.rounds):
         for r in rows:
-            b = export.benchmark_tflite(
+            b = litert.benchmark_tflite(
                 r["path"], xt[:256], runs=args.runs, warmup=args.warmup, num_threads=1
             )
             r["medians"].append(b["median_us"])

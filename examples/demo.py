@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 import keras_dynhp
-from keras_dynhp import export, memory
+from keras_dynhp import export, litert, memory
 
 
 def main():
@@ -33,7 +33,7 @@ def main():
     os.makedirs(args.output, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
 
-    (x, y), (xt, yt) = keras_dynhp.datasets.load_data("fashion_mnist")
+    (x, y), (xt, yt) = keras_dynhp.experiments.datasets.load_data("fashion_mnist")
     budget = memory.mo_bytes(266_610, 128, 784)  # SP at batch 128: 1,433.45 KiB
     model = keras_dynhp.build_mlp([300, 100], seed=args.seed, l0_lambda=args.lam, droprate_init=0.7,
                                   learning_rate=3e-3)
@@ -46,7 +46,7 @@ def main():
     seconds = time.perf_counter() - start
     model.save(os.path.join(args.output, "model.keras"))
     tflite_path = export.export_tflite(model, os.path.join(args.output, "model.tflite"))
-    tflite_acc = export.evaluate_tflite(tflite_path, xt, yt, batch_size=100)
+    tflite_acc = litert.evaluate_tflite(tflite_path, xt, yt, batch_size=100)
 
     h = history.history
     dense_params = 266_610

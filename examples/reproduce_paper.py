@@ -3,7 +3,7 @@
     python examples/reproduce_paper.py --profile quick --output runs/reproduce
     python examples/reproduce_paper.py --profile paper            # 2000 epochs: days on a CPU
 
-Profiles (see `keras_dynhp.reproduce.PROFILES`):
+Profiles (see `keras_dynhp.experiments.reproduce.PROFILES`):
   paper  both datasets, SP and HP at batch {16,32,64,100,128,256,512}, DynHP over the paper's
          alpha_bs grids (MNIST 0.971-0.975, Fashion-MNIST 0.979-0.989), 2000 epochs.
   quick  both datasets, SP at {32,128,512}, HP at {100,128}, DynHP at two alpha_bs per dataset
@@ -23,7 +23,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from keras_dynhp import reproduce  # noqa: E402
+from keras_dynhp.experiments import reproduce  # noqa: E402
 
 if __name__ == "__main__":
     reproduce.main()

@@ -55,7 +55,7 @@ def main():
     keras.utils.set_random_seed(args.seed)
     rng = np.random.default_rng(args.seed)
 
-    (x, y), (xt, yt) = keras_dynhp.datasets.load_data("fashion_mnist")
+    (x, y), (xt, yt) = keras_dynhp.experiments.datasets.load_data("fashion_mnist")
     old, old_t = np.isin(y, ORIGINAL_CLASSES), np.isin(yt, ORIGINAL_CLASSES)
     x_old, y_old = x[old], y[old]
     new_idx = rng.permutation(np.flatnonzero(~old))[: args.new_samples]

@@ -3,19 +3,61 @@
 Train compact networks under a fixed memory budget, hard-prune neurons during
 training, and ship the result to phones and Edge TPUs.
 
+The public namespace is explicit (`__all__`) and loaded lazily, so that
+`import keras_dynhp` and the `keras-dynhp` command line start without
+TensorFlow; the first use of a name imports what it needs. The paper harness
+(data sets, runs, reproduction, plots) is :mod:`keras_dynhp.experiments`, which
+the library never imports.
+
 Example:
     >>> import keras_dynhp
     >>> model = keras_dynhp.build_mlp([300, 100])          # doctest: +SKIP
     >>> model.fit(x_train, y_train, mode="dynhp")          # doctest: +SKIP
 """
 
-__version__ = "0.1.0"
+import importlib
 
-from keras_dynhp import datasets, export, memory  # noqa: F401
-from keras_dynhp.data import make_dataset  # noqa: F401
-from keras_dynhp.layers import L0Dense, FeatureSelect  # noqa: F401
-from keras_dynhp.models import DynHPModel, build_mlp  # noqa: F401
-from keras_dynhp import batch_size, callbacks, surgery  # noqa: F401
-from keras_dynhp.export import export_tflite, strip  # noqa: F401
-from keras_dynhp import ondevice, retrain  # noqa: F401
-from keras_dynhp import report, reproduce  # noqa: F401
+from keras_dynhp._version import __version__  # noqa: F401
+
+# Public name -> module that defines it.
+_EXPORTS = {
+    # layers
+    "L0Dense": "keras_dynhp.layers",
+    "FeatureSelect": "keras_dynhp.layers",
+    "GatedLayer": "keras_dynhp.layers",
+    "register_gated_layer": "keras_dynhp.layers",
+    # model
+    "DynHPModel": "keras_dynhp.models",
+    "build_mlp": "keras_dynhp.models",
+    # policies
+    "HardPruning": "keras_dynhp.pruning",
+    "DynamicBatchSize": "keras_dynhp.batch_size",
+    "FixedBatchSize": "keras_dynhp.batch_size",
+    # data
+    "make_dataset": "keras_dynhp.data",
+    # export
+    "strip": "keras_dynhp.export",
+    "export_tflite": "keras_dynhp.export",
+    "accuracy": "keras_dynhp.evaluation",
+}
+_SUBMODULES = (
+    "batch_size", "callbacks", "data", "evaluation", "export", "layers", "litert", "memory",
+    "models", "ondevice", "pruning", "retrain", "surgery", "training",
+)
+
+__all__ = sorted(_EXPORTS) + list(_SUBMODULES)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"keras_dynhp.{name}")
+    else:
+        raise AttributeError(f"module 'keras_dynhp' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

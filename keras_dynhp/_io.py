@@ -1,5 +1,7 @@
-"""Small file helpers shared by the CLI, the reproduction runner and export."""
+"""Atomic file writers shared by export, callbacks, the CLI and the experiments."""
 
+import csv
+import io
 import json
 import math
 import os
@@ -38,3 +40,15 @@ def write_bytes(path, data):
 def write_json(path, obj):
     """Writes `obj` as indented JSON, atomically (see :func:`to_jsonable`)."""
     return write_bytes(path, (json.dumps(to_jsonable(obj), indent=1) + "\n").encode())
+
+
+def write_csv(path, rows):
+    """Writes a list of dicts as CSV (columns in order of first appearance), atomically."""
+    fields = []
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(to_jsonable(list(rows)))
+    return write_bytes(path, buffer.getvalue().encode())

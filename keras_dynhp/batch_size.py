@@ -25,6 +25,7 @@ steps; F is the mean data loss)::
 """
 
 import math
+import numbers
 
 import keras
 from keras import ops
@@ -51,6 +52,25 @@ def dense_gradient_variance(a, d, batch_size):
     return ops.maximum(mean_sq_w - sq_mean_w, 0.0), ops.maximum(mean_sq_b - sq_mean_b, 0.0)
 
 
+def dense_variance_l1(a, d, batch_size):
+    """sum(S_W) + sum(S_b) of one dense layer, without forming the (in, out) variance.
+
+    Args:
+        a: The layer's (gated) inputs, (B, in).
+        d: Gradient of the mean batch loss w.r.t. its pre-activations, (B, out).
+        batch_size: B.
+
+    Returns:
+        Scalar tensor (see :func:`gradient_variance_l1` for the formula).
+    """
+    b = ops.cast(batch_size, d.dtype)
+    a_sq = ops.sum(ops.square(a), axis=1)  # ||a_i||^2, (B,)
+    d_sq = ops.sum(ops.square(d), axis=1)  # ||d_i||^2, (B,)
+    s_w = b * ops.sum(a_sq * d_sq) - ops.sum(ops.square(ops.matmul(ops.transpose(a), d)))
+    s_b = b * ops.sum(d_sq) - ops.sum(ops.square(ops.sum(d, axis=0)))
+    return s_w + s_b
+
+
 def gradient_variance_l1(inputs, preact_grads, batch_size):
     """||S||_1 summed over the kernels and biases of a stack of dense layers.
 
@@ -75,12 +95,7 @@ def gradient_variance_l1(inputs, preact_grads, batch_size):
     """
     total = 0.0
     for a, d in zip(inputs, preact_grads):
-        b = ops.cast(batch_size, d.dtype)
-        a_sq = ops.sum(ops.square(a), axis=1)  # ||a_i||^2, (B,)
-        d_sq = ops.sum(ops.square(d), axis=1)  # ||d_i||^2, (B,)
-        s_w = b * ops.sum(a_sq * d_sq) - ops.sum(ops.square(ops.matmul(ops.transpose(a), d)))
-        s_b = b * ops.sum(d_sq) - ops.sum(ops.square(ops.sum(d, axis=0)))
-        total = total + s_w + s_b
+        total = total + dense_variance_l1(a, d, batch_size)
     return ops.maximum(total, 0.0)
 
 
@@ -102,7 +117,7 @@ def candidate_batch_size(batch_size, s_l1, f, alpha_bs):
     return int(batch_size) + int(math.ceil((1.0 - alpha_bs) * s_l1 / f))
 
 
-def next_batch_size(batch_size, s_l1, f, alpha_bs, budget_bytes, num_params, input_dim):
+def next_batch_size(batch_size, s_l1, f, alpha_bs, budget_bytes, num_params, example_size):
     """Eq. 8-10: the next epoch's batch size, capped by the memory budget, never shrinking.
 
     Args:
@@ -112,59 +127,105 @@ def next_batch_size(batch_size, s_l1, f, alpha_bs, budget_bytes, num_params, inp
         alpha_bs: Smoothing parameter in [0, 1).
         budget_bytes: Memory budget C in bytes.
         num_params: Stored weights + biases of the (pruned) network, N_i / 4.
-        input_dim: Input width (bytes per example = 4 * input_dim).
+        example_size: Numbers per input example (bytes per example = 4 * example_size).
 
     Returns:
         The new batch size (int).
     """
     candidate = candidate_batch_size(batch_size, s_l1, f, alpha_bs)
-    cap = memory.max_batch_size(budget_bytes, num_params, input_dim)
+    cap = memory.max_batch_size(budget_bytes, num_params, example_size)
     return max(int(batch_size), min(candidate, cap))
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or int(value) != value or value <= 0:
+        raise ValueError(f"`{name}` must be a positive integer; received {value!r}.")
+    return int(value)
+
+
+@keras.saving.register_keras_serializable(package="keras_dynhp")
+class FixedBatchSize:
+    """Batch policy of `sp` and `hp`: the same batch size every epoch.
+
+    Args:
+        batch_size: The batch size.
+
+    Example:
+        >>> FixedBatchSize(128).get_config()
+        {'batch_size': 128}
+    """
+
+    measures_variance = False
+    variance_every = None
+
+    def __init__(self, batch_size=32):
+        self.batch_size = _positive_int("batch_size", batch_size)
+
+    def check_fits(self, num_params, example_size):
+        """Nothing to check: a fixed batch has no budget."""
+
+    def update(self, s_l1, f, num_params, example_size):
+        """Returns the (unchanged) batch size of the next epoch."""
+        return self.batch_size
+
+    def get_config(self):
+        return {"batch_size": self.batch_size}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package="keras_dynhp")
 class DynamicBatchSize:
-    """Serialisable settings of DynHP's batch-size controller.
+    """DynHP's batch policy: grow the batch from gradient variance under a budget (eq. 8-10).
+
+    The policy holds the *current* batch size: :meth:`update` moves it to the
+    next epoch's, and `get_config` stores it, so a resumed run restores it.
 
     Args:
         alpha_bs: Smoothing parameter in [0, 1); larger is slower growth.
         memory_budget: Budget C in bytes or a string such as "1433KiB".
         initial_batch_size: Batch size of the first epoch (paper: 16).
         variance_every: Measure the gradient variance every k-th step.
+        batch_size: The current batch size (default: `initial_batch_size`).
 
     Example:
         >>> DynamicBatchSize(0.98, "1433KiB").budget_bytes
         1467392
     """
 
-    def __init__(self, alpha_bs, memory_budget, initial_batch_size=16, variance_every=1):
+    measures_variance = True
+
+    def __init__(self, alpha_bs, memory_budget, initial_batch_size=16, variance_every=1,
+                 batch_size=None):
         self.alpha_bs = validate_alpha(alpha_bs)
         self.budget_bytes = memory.parse_bytes(memory_budget)
-        if isinstance(initial_batch_size, bool) or int(initial_batch_size) != initial_batch_size \
-                or initial_batch_size <= 0:
-            raise ValueError(
-                f"`initial_batch_size` must be a positive integer; received {initial_batch_size!r}."
-            )
-        self.initial_batch_size = int(initial_batch_size)
-        if isinstance(variance_every, bool) or int(variance_every) != variance_every or variance_every <= 0:
-            raise ValueError(f"`variance_every` must be a positive integer; received {variance_every!r}.")
-        self.variance_every = int(variance_every)
+        self.initial_batch_size = _positive_int("initial_batch_size", initial_batch_size)
+        self.variance_every = _positive_int("variance_every", variance_every)
+        self.batch_size = self.initial_batch_size if batch_size is None else _positive_int(
+            "batch_size", batch_size)
 
-    def check_fits(self, num_params, input_dim):
-        """Raises ValueError if the network plus the initial batch exceed the budget."""
-        need = memory.mo_bytes(num_params, self.initial_batch_size, input_dim)
+    def check_fits(self, num_params, example_size):
+        """Raises ValueError if the network plus the current batch exceed the budget."""
+        need = memory.mo_bytes(num_params, self.batch_size, example_size)
         if need > self.budget_bytes:
             raise ValueError(
                 f"memory_budget={self.budget_bytes} bytes ({memory.kib(self.budget_bytes):.2f} KiB) "
                 f"cannot hold the network ({memory.network_bytes(num_params)} bytes) plus the initial "
-                f"batch of {self.initial_batch_size} ({memory.batch_bytes(self.initial_batch_size, input_dim)}"
+                f"batch of {self.batch_size} ({memory.batch_bytes(self.batch_size, example_size)}"
                 f" bytes): at least {need} bytes ({memory.kib(need):.2f} KiB) are needed."
             )
 
-    def next_batch_size(self, batch_size, s_l1, f, num_params, input_dim):
-        """Eq. 8-10 with these settings."""
+    def next_batch_size(self, batch_size, s_l1, f, num_params, example_size):
+        """Eq. 8-10 with these settings, from `batch_size` (does not change the policy)."""
         return next_batch_size(batch_size, s_l1, f, self.alpha_bs, self.budget_bytes,
-                               num_params, input_dim)
+                               num_params, example_size)
+
+    def update(self, s_l1, f, num_params, example_size):
+        """Moves to the next epoch's batch size (eq. 8-10) and returns it."""
+        self.batch_size = self.next_batch_size(self.batch_size, s_l1, f, num_params, example_size)
+        return self.batch_size
 
     def get_config(self):
         return {
@@ -172,6 +233,7 @@ class DynamicBatchSize:
             "memory_budget": self.budget_bytes,
             "initial_batch_size": self.initial_batch_size,
             "variance_every": self.variance_every,
+            "batch_size": self.batch_size,
         }
 
     @classmethod

@@ -1,10 +1,10 @@
 """Callbacks for pruning events and per-epoch pruning reports."""
 
-import csv
-import json
 import os
 
 import keras
+
+from keras_dynhp._io import write_csv, write_json
 
 
 class PruningCallback(keras.callbacks.Callback):
@@ -65,19 +65,7 @@ class PruningLogger(PruningCallback):
         self._write()
 
     def _write(self):
-        directory = os.path.dirname(self.path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-        tmp = self.path + ".tmp"
         if self.path.endswith(".json"):
-            with open(tmp, "w") as f:
-                json.dump(self.rows, f, indent=1)
+            write_json(self.path, self.rows)
         else:
-            fields = []
-            for row in self.rows:
-                fields += [k for k in row if k not in fields]
-            with open(tmp, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=fields)
-                writer.writeheader()
-                writer.writerows(self.rows)
-        os.replace(tmp, self.path)
+            write_csv(self.path, self.rows)

@@ -246,7 +246,7 @@ def _one_line(error):
 
 def load_dataset(name):
     """`datasets.load_data(name)`, with missing or corrupt data as a RunError."""
-    from keras_dynhp import datasets
+    from keras_dynhp.experiments import datasets
 
     try:
         return datasets.load_data(name)
@@ -342,7 +342,7 @@ def write_plots(run_dir, history, label, baseline_history=None, baseline_label=N
 
     Without matplotlib, warns and returns [] (the rest of the run is kept).
     """
-    from keras_dynhp import report
+    from keras_dynhp.experiments import report
 
     runs = {label: history}
     if baseline_history:
@@ -368,7 +368,7 @@ def write_plots(run_dir, history, label, baseline_history=None, baseline_label=N
 
 
 def _table(summary, units):
-    from keras_dynhp import report
+    from keras_dynhp.experiments import report
 
     runs = summary["runs"]
     reference = summary.get("reference")

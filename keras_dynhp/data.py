@@ -1,5 +1,7 @@
 """`tf.data` input pipelines whose batch size can be recomputed every epoch."""
 
+import math
+
 import numpy as np
 import tensorflow as tf
 
@@ -71,3 +73,88 @@ def is_batched(dataset, example_rank):
     spec = dataset.element_spec
     x_spec = spec[0] if isinstance(spec, tuple) else spec
     return len(x_spec.shape) == example_rank + 1
+
+
+def is_dataset(x):
+    """Whether `x` is a `tf.data.Dataset`."""
+    return isinstance(x, tf.data.Dataset)
+
+
+def check_inputs(x, input_dim, name="x"):
+    """`x` as a NumPy array of shape (n, input_dim), or a ValueError naming `name`."""
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != input_dim:
+        raise ValueError(f"`{name}` must have shape (n, {input_dim}); received shape {x.shape}.")
+    return x
+
+
+class EpochPipeline:
+    """The training data of one `fit`, batched anew whenever the batch size changes.
+
+    Args:
+        x: NumPy inputs (n, input_dim) or a `tf.data.Dataset` of `(x, y)`
+            elements, batched or not.
+        y: NumPy labels (None when `x` is a dataset).
+        input_dim: Width of one input example.
+        rebatch: The batch size changes between epochs (DynHP): a dataset must
+            then be unbatched.
+        shuffle: Shuffle (seeded) every epoch.
+        seed: Seed of the shuffle.
+
+    Attributes:
+        n: Number of training examples (None when unknown).
+    """
+
+    def __init__(self, x, y, input_dim, rebatch=False, shuffle=True, seed=None):
+        self._fixed = None
+        if is_dataset(x):
+            if y is not None:
+                raise ValueError("Pass labels inside the dataset, not as `y`, when `x` is a tf.data.Dataset.")
+            card = int(x.cardinality())
+            if is_batched(x, example_rank=1):
+                if rebatch:
+                    raise ValueError(
+                        'mode="dynhp" needs an *unbatched* tf.data.Dataset: DynHP re-batches the '
+                        "data every epoch at a new batch size. Call `dataset.unbatch()` or pass "
+                        "the dataset before `.batch()`."
+                    )
+                self.n, self._fixed, self._steps = None, x, (card if card > 0 else None)
+                return
+            self.n = card if card > 0 else None
+            self._x, self._y = x, None
+        else:
+            if x is None or y is None:
+                raise ValueError("`fit` needs `x` and `y` arrays, or a tf.data.Dataset as `x`.")
+            x = check_inputs(x, input_dim).astype("float32", copy=False)
+            y = np.asarray(y)
+            if len(y) != len(x):
+                raise ValueError(f"`x` and `y` have different lengths: {len(x)} and {len(y)}.")
+            self.n, self._x, self._y = len(x), x, y
+        self._shuffle, self._seed = shuffle, seed
+        self._batch, self._dataset = None, None
+
+    def steps(self, batch_size):
+        """Steps of one epoch at `batch_size` (None when unknown)."""
+        if self._fixed is not None:
+            return self._steps
+        return math.ceil(self.n / batch_size) if self.n else None
+
+    def dataset(self, batch_size):
+        """The batched dataset (rebuilt only when `batch_size` changed)."""
+        if self._fixed is not None:
+            return self._fixed
+        if batch_size != self._batch:
+            self._batch = batch_size
+            self._dataset = make_dataset(self._x, self._y, batch_size, shuffle=self._shuffle,
+                                         seed=self._seed)
+        return self._dataset
+
+
+def validation_dataset(validation_data, input_dim, batch_size=None):
+    """`validation_data` as a batched dataset: `(x_val, y_val)` arrays or a dataset (kept)."""
+    if validation_data is None or is_dataset(validation_data):
+        return validation_data
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        raise ValueError("`validation_data` must be a tuple (x_val, y_val) or a tf.data.Dataset.")
+    xv = check_inputs(validation_data[0], input_dim).astype("float32", copy=False)
+    return make_dataset(xv, np.asarray(validation_data[1]), batch_size or 256, shuffle=False)

@@ -3,7 +3,7 @@
 Per epoch the paper counts the memory occupation ("MO") of the network and of
 one mini-batch, 4 bytes (float32) per number::
 
-    MO = 4 * (weights and biases of the network + batch_size * input_dim)
+    MO = 4 * (weights and biases of the network + batch_size * example_size)
 
 Weights and biases are the entries *stored* by the network (after hard pruning
 the matrices are physically smaller); gate parameters are not counted, as in
@@ -50,20 +50,24 @@ def network_bytes(num_params):
     return BYTES_PER_NUMBER * int(num_params)
 
 
-def batch_bytes(batch_size, input_dim):
-    """Bytes of one mini-batch of inputs: 4 * batch_size * input_dim."""
-    return BYTES_PER_NUMBER * int(batch_size) * int(input_dim)
+def batch_bytes(batch_size, example_size):
+    """Bytes of one mini-batch of inputs: 4 * batch_size * example_size.
+
+    `example_size` is the number of input numbers of one example (784 for a
+    flattened 28x28 image; the product of the input shape in general).
+    """
+    return BYTES_PER_NUMBER * int(batch_size) * int(example_size)
 
 
-def mo_bytes(num_params, batch_size, input_dim):
+def mo_bytes(num_params, batch_size, example_size):
     """Memory occupation of one epoch: network bytes + batch bytes."""
-    return network_bytes(num_params) + batch_bytes(batch_size, input_dim)
+    return network_bytes(num_params) + batch_bytes(batch_size, example_size)
 
 
-def max_batch_size(budget_bytes, num_params, input_dim):
+def max_batch_size(budget_bytes, num_params, example_size):
     """Largest batch that fits beside the network: floor((C - N) / bytes per example) (eq. 10)."""
     free = int(budget_bytes) - network_bytes(num_params)
-    return max(free // (BYTES_PER_NUMBER * int(input_dim)), 0)
+    return max(free // (BYTES_PER_NUMBER * int(example_size)), 0)
 
 
 def paper_mbytes(num_bytes):

@@ -1,73 +1,42 @@
-"""`DynHPModel`: a stack of gated dense layers trained with SP, HP or DynHP.
+"""`DynHPModel`: a chain of gated layers trained with SP, HP or DynHP, and `build_mlp`.
 
-The training loop composes the other modules: gates (:mod:`keras_dynhp.layers`),
-surgery (:mod:`keras_dynhp.surgery`), batch-size control
-(:mod:`keras_dynhp.batch_size`), memory accounting (:mod:`keras_dynhp.memory`)
-and pipelines (:mod:`keras_dynhp.data`). Each epoch is one call of Keras's own
-`fit`, so progress bars, metrics, validation and callbacks behave as usual;
-between epochs the model is pruned and the pipeline rebuilt when needed.
+The model knows its structure (gated layers, pruning groups, stored
+parameters) and its train step (which measures the gradient variance for
+DynHP); the epoch loop is in :mod:`keras_dynhp.training`, the policies in
+:mod:`keras_dynhp.pruning` and :mod:`keras_dynhp.batch_size`, the surgery in
+:mod:`keras_dynhp.surgery`.
 """
-
-import math
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from keras_dynhp import memory, surgery
-from keras_dynhp.batch_size import DynamicBatchSize, gradient_variance_l1
-from keras_dynhp.data import is_batched, make_dataset
-from keras_dynhp.layers import FeatureSelect, L0Dense
+from keras_dynhp import memory, surgery, training
+from keras_dynhp.data import EpochPipeline, validation_dataset
+from keras_dynhp.layers import FeatureSelect, GatedLayer, L0Dense
 
-MODES = ("sp", "hp", "dynhp")
-
-
-class _Forwarder(keras.callbacks.Callback):
-    """Forwards per-batch and validation events of an inner one-epoch `fit`.
-
-    Train begin/end and epoch end are driven by `DynHPModel.fit` itself, so
-    user callbacks see one training run and the epoch-end logs include the
-    pruning and memory figures.
-    """
-
-    def __init__(self, callback_list):
-        super().__init__()
-        self.callback_list = callback_list
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.callback_list.on_epoch_begin(epoch, logs)
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.callback_list.on_train_batch_begin(batch, logs)
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.callback_list.on_train_batch_end(batch, logs)
-
-    def on_test_begin(self, logs=None):
-        self.callback_list.on_test_begin(logs)
-
-    def on_test_end(self, logs=None):
-        self.callback_list.on_test_end(logs)
-
-    def on_test_batch_begin(self, batch, logs=None):
-        self.callback_list.on_test_batch_begin(batch, logs)
-
-    def on_test_batch_end(self, batch, logs=None):
-        self.callback_list.on_test_batch_end(batch, logs)
-
+MODES = training.MODES
 
 @keras.saving.register_keras_serializable(package="keras_dynhp")
 class DynHPModel(keras.Model):
-    """A chain of :class:`L0Dense` layers that can hard-prune itself while training.
+    """A chain of gated layers (e.g. :class:`L0Dense`) that can hard-prune itself while training.
 
     The first layer's gates sit on the input features; pruned features are
     dropped by a fixed :class:`FeatureSelect` in front, so the model always
-    accepts `input_dim`-wide inputs.
+    accepts `input_dim`-wide inputs. Its pruning groups
+    (:meth:`pruning_groups`) are the input features and each hidden layer's
+    units.
+
+    Train-step state: `_variance_every` is None for Keras's own train step, or
+    k when the DynHP step measures ||S||_1 and F every k steps (decided when the
+    step is traced); `_report_variance` shows their trackers in `metrics`
+    during a DynHP fit only.
 
     Args:
-        gated_layers: List of :class:`L0Dense` layers (or their serialised
-            configs); layer l + 1's input units are layer l's output units.
+        gated_layers: List of gated layers (:class:`~keras_dynhp.layers.GatedLayer`,
+            or their serialised configs); layer l + 1's input units are layer
+            l's output units.
         input_dim: Width of the inputs.
         input_indices: Surviving input features (None: all).
         **kwargs: Passed to `keras.Model` (e.g. `name`).
@@ -87,16 +56,16 @@ class DynHPModel(keras.Model):
             for layer in gated_layers
         ]
         for layer in layers:
-            if not isinstance(layer, L0Dense):
+            if not isinstance(layer, GatedLayer):
                 raise ValueError(
-                    f"DynHPModel takes L0Dense layers only; received {type(layer).__name__}."
+                    f"DynHPModel takes gated layers (such as L0Dense) only; received "
+                    f"{type(layer).__name__}."
                 )
         self.input_dim = int(input_dim)
         self.feature_select = FeatureSelect(self.input_dim, input_indices, name="feature_select")
         self.gated_layers = layers
-        self._measure_variance = False
-        self._variance_metrics = False  # ||S||_1 and F are listed in `metrics`
-        self._variance_every = 1
+        self._variance_every = None
+        self._report_variance = False
         self.variance_tracker = keras.metrics.Mean(name="grad_var_l1")
         self.data_loss_tracker = keras.metrics.Mean(name="data_loss")
         self.build((None, self.input_dim))
@@ -106,7 +75,7 @@ class DynHPModel(keras.Model):
         # ||S||_1 and F are DynHP training figures: hidden outside a DynHP fit,
         # so `evaluate` returns only the loss and the compiled metrics.
         metrics = super().metrics
-        if not self._variance_metrics:
+        if not self._report_variance:
             metrics = [m for m in metrics if m is not self.variance_tracker and m is not self.data_loss_tracker]
         return metrics
 
@@ -121,7 +90,7 @@ class DynHPModel(keras.Model):
         for layer in self.gated_layers:
             if not layer.built:
                 layer.build(shape)
-            shape = (None, layer.units)
+            shape = (None, layer.output_units)
         self.built = True
 
     def call(self, inputs, training=None, return_cache=False):
@@ -141,15 +110,50 @@ class DynHPModel(keras.Model):
         return (x, caches) if return_cache else x
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.gated_layers[-1].units)
+        return (input_shape[0], self.gated_layers[-1].output_units)
+
+    @property
+    def example_size(self):
+        """Input numbers per example (the memory accounting's batch term)."""
+        return self.input_dim
 
     def units(self):
         """Gated input units per layer (the actual, physical sizes)."""
-        return [layer.input_dim for layer in self.gated_layers]
+        return [layer.gated_units for layer in self.gated_layers]
 
     def architecture(self):
         """Layer widths from input to output, e.g. [784, 300, 100, 10]."""
-        return self.units() + [self.gated_layers[-1].units]
+        return self.units() + [self.gated_layers[-1].output_units]
+
+    def pruning_groups(self):
+        """The groups hard pruning works on (see :mod:`keras_dynhp.surgery`)."""
+        return surgery.chain_groups(len(self.gated_layers))
+
+    def select_features(self, kept):
+        """Keeps only the given ones of the currently selected input features.
+
+        Args:
+            kept: Sorted indices into the features the first gated layer sees now.
+        """
+        current = self.feature_select.indices
+        current = np.arange(self.input_dim) if current is None else np.asarray(current)
+        self.feature_select.set_indices(current[np.asarray(kept)].tolist())
+
+    def replace_gated_layers(self, layers):
+        """Swaps in (pruned) gated layers, keeping the layer order Keras tracks.
+
+        The order matters: it is the order of `trainable_variables`, hence of the
+        optimizer's state in saved files. Keras 3 locks a built layer's state
+        and has no public way to swap sub-layers: this is the one place the
+        project opens Keras's tracker (for the swap only).
+        """
+        self._tracker.unlock()
+        try:
+            while self.gated_layers:
+                self.gated_layers.pop()
+            self.gated_layers.extend(layers)
+        finally:
+            self._tracker.lock()
 
     def count_params_stored(self):
         """Weights + biases stored by the network (the paper's parameter count)."""
@@ -188,7 +192,7 @@ class DynHPModel(keras.Model):
 
     # ----------------------------------------------------------- train step
     def train_step(self, data):
-        if not self._measure_variance:
+        if self._variance_every is None:
             return super().train_step(data)
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
@@ -200,17 +204,20 @@ class DynHPModel(keras.Model):
         grads = tape.gradient(loss, variables + preacts)
         self.optimizer.apply_gradients(zip(grads[: len(variables)], variables))
         batch = ops.shape(x)[0]
-        inputs, preact_grads = [a for a, _ in caches], grads[len(variables):]
+        preact_grads = grads[len(variables):]
+
+        def variance_l1():  # ||S||_1: each gated layer's own term (eq. 8)
+            total = 0.0
+            for layer, (a, _), d in zip(self.gated_layers, caches, preact_grads):
+                total = total + layer.variance_l1(a, d, batch)
+            return ops.maximum(total, 0.0)
+
         if self._variance_every == 1:  # the default: no branch, no weights
-            self.variance_tracker.update_state(gradient_variance_l1(inputs, preact_grads, batch))
+            self.variance_tracker.update_state(variance_l1())
             self.data_loss_tracker.update_state(loss - penalty)
         else:  # measured every `variance_every` steps (weight 0 elsewhere)
             measure = ops.equal(ops.mod(self.optimizer.iterations - 1, self._variance_every), 0)
-            s_l1 = ops.cond(
-                measure,
-                lambda: gradient_variance_l1(inputs, preact_grads, batch),
-                lambda: ops.zeros((), "float32"),
-            )
+            s_l1 = ops.cond(measure, variance_l1, lambda: ops.zeros((), "float32"))
             weight = ops.cast(measure, "float32")
             self.variance_tracker.update_state(s_l1, sample_weight=weight)
             self.data_loss_tracker.update_state(loss - penalty, sample_weight=weight)
@@ -240,8 +247,17 @@ class DynHPModel(keras.Model):
         variance_every=1,
         seed=None,
         validation_batch_size=None,
+        pruning=None,
+        batch_policy=None,
     ):
         """Trains with soft pruning (`sp`), hard pruning (`hp`) or DynHP (`dynhp`).
+
+        The short forms (`gamma`, `min_units`, `prune_start_epoch`; `batch_size`;
+        `alpha_bs`, `memory_budget`, `initial_batch_size`, `variance_every`)
+        build the policies; pass `pruning=` / `batch_policy=` objects instead to
+        keep or share them (a :class:`~keras_dynhp.batch_size.DynamicBatchSize`
+        remembers its current batch size, so passing the same object to a
+        resumed `fit` goes on where it stopped).
 
         Args:
             x: NumPy inputs of shape (n, input_dim), or a `tf.data.Dataset` of
@@ -267,6 +283,9 @@ class DynHPModel(keras.Model):
             variance_every: DynHP measures gradient variance every k steps.
             seed: Seed of the shuffling.
             validation_batch_size: Batch size for validation arrays (default 256).
+            pruning: A :class:`~keras_dynhp.pruning.HardPruning` (hp, dynhp).
+            batch_policy: A :class:`~keras_dynhp.batch_size.FixedBatchSize` or
+                :class:`~keras_dynhp.batch_size.DynamicBatchSize` (dynhp).
 
         Returns:
             A `keras.callbacks.History`. Per epoch it records `loss`, metrics,
@@ -274,8 +293,8 @@ class DynHPModel(keras.Model):
             of layer l), `pruned_<l>`, `params`, `network_bytes`, `batch_size`,
             `batch_bytes`, `mo_bytes` (network + batch, in the epoch),
             `memory_total_bytes` (running sum of MO), `surgery_ms`; for `dynhp`
-            also `grad_var_l1` (||S||_1), `data_loss` (F), `budget_bytes` and
-            `budget_headroom_bytes`.
+            also `grad_var_l1` (||S||_1), `data_loss` (F), `next_batch_size`,
+            `budget_bytes` and `budget_headroom_bytes`.
 
         Raises:
             ValueError: For an unknown mode, bad arguments or inputs of the wrong
@@ -287,121 +306,34 @@ class DynHPModel(keras.Model):
             raise ValueError("Compile the model before calling `fit` (build_mlp compiles it for you).")
         if isinstance(epochs, bool) or int(epochs) != epochs or epochs < 0:
             raise ValueError(f"`epochs` must be a non-negative integer; received {epochs!r}.")
-        if not 0.0 <= float(gamma) <= 1.0:
-            raise ValueError(f"`gamma` must be in [0, 1]; received gamma={gamma!r}.")
-        if isinstance(min_units, bool) or int(min_units) != min_units or min_units < 1:
-            raise ValueError(f"`min_units` must be an integer >= 1; received min_units={min_units!r}.")
-        controller = None
-        if mode == "dynhp":
-            if memory_budget is None:
-                raise ValueError('mode="dynhp" needs a `memory_budget` (bytes or e.g. "1433KiB").')
-            controller = DynamicBatchSize(alpha_bs, memory_budget, initial_batch_size, variance_every)
-            controller.check_fits(self.count_params_stored(), self.input_dim)
-            batch = controller.initial_batch_size
-        else:
-            batch = 32 if batch_size is None else batch_size
-            if isinstance(batch, bool) or int(batch) != batch or batch <= 0:
-                raise ValueError(f"`batch_size` must be a positive integer; received {batch_size!r}.")
-            batch = int(batch)
+        pruning, batch_policy = training.resolve_policies(
+            mode, batch_size, gamma, min_units, prune_start_epoch, alpha_bs, memory_budget,
+            initial_batch_size, variance_every, pruning, batch_policy)
+        batch_policy.check_fits(self.count_params_stored(), self.example_size)
         verbose = 1 if verbose == "auto" else int(verbose)
 
-        pipeline = self._make_pipeline(x, y, mode, shuffle, seed)
-        n_train = pipeline["n"]
-        self._set_dataset_size(n_train)
-        val = self._make_validation(validation_data, validation_batch_size)
-
-        measure = mode == "dynhp"
-        if measure != self._measure_variance or (measure and self._variance_every != controller.variance_every):
-            self._measure_variance = measure
-            self._variance_every = controller.variance_every if controller else 1
-            self.train_function = None
-        if measure != self._variance_metrics:
-            self._variance_metrics = measure
-            self.test_function = None
-
-        history = keras.callbacks.History()
-        user_callbacks = list(callbacks or [])
-        callback_list = keras.callbacks.CallbackList(
-            user_callbacks + [history],
-            add_progbar=verbose != 0,
-            verbose=verbose,
-            epochs=epochs,
-            steps=pipeline["steps"](batch),
-            model=self,
-        )
-        total_bytes = 0
-        self.stop_training = False
-        callback_list.on_train_begin()
-        for epoch in range(initial_epoch, epochs):
-            steps = pipeline["steps"](batch)
-            callback_list.set_params({"verbose": verbose, "epochs": epochs, "steps": steps})
-            for layer in self.gated_layers:
-                layer.reset_gate_stats()
-            params_in_epoch = self.count_params_stored()
-            inner = super().fit(
-                pipeline["dataset"](batch),
-                epochs=epoch + 1,
-                initial_epoch=epoch,
-                verbose=0,
-                callbacks=[_Forwarder(callback_list)],
-                validation_data=val,
-                shuffle=False,  # the pipeline shuffles (seeded) itself
-            )
-            logs = {
-                k: v[-1]
-                for k, v in inner.history.items()
-                if v and k not in ("val_grad_var_l1", "val_data_loss")  # training-only figures
-            }
-            if not logs:  # the epoch was stopped before it logged anything
-                break
-            mo = memory.mo_bytes(params_in_epoch, batch, self.input_dim)
-            total_bytes += mo
-            logs.update(
-                {
-                    "l0_penalty": self.l0_penalty(),
-                    "batch_size": batch,
-                    "batch_bytes": memory.batch_bytes(batch, self.input_dim),
-                    "mo_bytes": mo,
-                    "memory_total_bytes": total_bytes,
-                }
-            )
-            report = None
-            if mode in ("hp", "dynhp") and epoch >= prune_start_epoch:
-                report = surgery.prune_model(self, gamma=gamma, min_units=min_units)
-            for i, (units, active) in enumerate(zip(self.units(), self.expected_active_units())):
-                logs[f"units_{i}"] = units
-                logs[f"expected_active_{i}"] = active
-                logs[f"pruned_{i}"] = report["pruned"][i] if report else 0
-            logs["params"] = self.count_params_stored()
-            logs["network_bytes"] = self.network_bytes()
-            logs["surgery_ms"] = 1000.0 * report["seconds"] if report else 0.0
-            if controller is not None:
-                s_l1 = float(logs.get("grad_var_l1", 0.0))
-                f = float(logs.get("data_loss", 0.0))
-                new_batch = controller.next_batch_size(batch, s_l1, f, self.count_params_stored(), self.input_dim)
-                logs["next_batch_size"] = new_batch
-                logs["budget_bytes"] = controller.budget_bytes
-                logs["budget_headroom_bytes"] = controller.budget_bytes - mo
-                batch = new_batch
-            else:
-                logs.pop("grad_var_l1", None)
-                logs.pop("data_loss", None)
-            if report and report["changed"]:
-                for cb in user_callbacks:
-                    if hasattr(cb, "on_prune"):
-                        cb.on_prune(epoch, report)
-            callback_list.on_epoch_end(epoch, logs)
-            if verbose:
-                print(_progress_line(epoch, epochs, logs, len(self.gated_layers)), flush=True)
-            if self.stop_training:
-                break
-        callback_list.on_train_end()
-        if measure:  # evaluate / predict report the loss and compiled metrics only
-            self._variance_metrics = False
-            self.test_function = None
-        return history
+        pipeline = EpochPipeline(x, y, self.input_dim, rebatch=mode == "dynhp", shuffle=shuffle, seed=seed)
+        self._set_dataset_size(pipeline.n)
+        validation = validation_dataset(validation_data, self.input_dim, validation_batch_size)
+        self._configure_train_step(batch_policy.variance_every if batch_policy.measures_variance else None)
+        try:
+            return training.run_epochs(self, super().fit, pipeline, validation, epochs, initial_epoch,
+                                       callbacks, verbose, pruning, batch_policy)
+        finally:
+            if self._report_variance:  # evaluate / predict report the loss and compiled metrics only
+                self._report_variance = False
+                self.test_function = None
 
     # ------------------------------------------------------------- helpers
+    def _configure_train_step(self, variance_every):
+        """Selects the train step (variance measured every k steps, or not: None)."""
+        if variance_every != self._variance_every:
+            self._variance_every = variance_every
+            self.train_function = None
+        if (variance_every is not None) != self._report_variance:
+            self._report_variance = variance_every is not None
+            self.test_function = None
+
     def _set_dataset_size(self, n):
         if n is None:
             return
@@ -409,84 +341,6 @@ class DynHPModel(keras.Model):
             if layer.dataset_size != n:
                 layer.dataset_size = int(n)
                 self.train_function = None
-
-    def _check_x(self, x):
-        x = np.asarray(x)
-        if x.ndim != 2 or x.shape[1] != self.input_dim:
-            raise ValueError(
-                f"`x` must have shape (n, {self.input_dim}); received shape {x.shape}."
-            )
-        return x
-
-    def _make_pipeline(self, x, y, mode, shuffle, seed):
-        if isinstance(x, tf.data.Dataset):
-            if y is not None:
-                raise ValueError("Pass labels inside the dataset, not as `y`, when `x` is a tf.data.Dataset.")
-            batched = is_batched(x, example_rank=1)
-            card = int(x.cardinality())
-            if batched:
-                if mode == "dynhp":
-                    raise ValueError(
-                        'mode="dynhp" needs an *unbatched* tf.data.Dataset: DynHP re-batches the '
-                        "data every epoch at a new batch size. Call `dataset.unbatch()` or pass "
-                        "the dataset before `.batch()`."
-                    )
-                return {
-                    "n": None,
-                    "steps": lambda b: card if card > 0 else None,
-                    "dataset": lambda b: x,
-                }
-            n = card if card > 0 else None
-            return {
-                "n": n,
-                "steps": lambda b: math.ceil(n / b) if n else None,
-                "dataset": _cached(lambda b: make_dataset(x, None, b, shuffle=shuffle, seed=seed)),
-            }
-        if x is None or y is None:
-            raise ValueError("`fit` needs `x` and `y` arrays, or a tf.data.Dataset as `x`.")
-        x = self._check_x(x).astype("float32", copy=False)
-        y = np.asarray(y)
-        if len(y) != len(x):
-            raise ValueError(f"`x` and `y` have different lengths: {len(x)} and {len(y)}.")
-        n = len(x)
-        return {
-            "n": n,
-            "steps": lambda b: math.ceil(n / b),
-            "dataset": _cached(lambda b: make_dataset(x, y, b, shuffle=shuffle, seed=seed)),
-        }
-
-    def _make_validation(self, validation_data, batch_size):
-        if validation_data is None or isinstance(validation_data, tf.data.Dataset):
-            return validation_data
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError("`validation_data` must be a tuple (x_val, y_val) or a tf.data.Dataset.")
-        xv = self._check_x(validation_data[0]).astype("float32", copy=False)
-        return make_dataset(xv, np.asarray(validation_data[1]), batch_size or 256, shuffle=False)
-
-
-def _progress_line(epoch, epochs, logs, n_layers):
-    """One readable line per epoch: batch size, units per layer, memory vs budget."""
-    units = [int(logs[f"units_{i}"]) for i in range(n_layers)]
-    pruned = sum(int(logs[f"pruned_{i}"]) for i in range(n_layers))
-    line = (f"[dynhp] epoch {epoch + 1}/{epochs}: batch {int(logs['batch_size'])}, "
-            f"units {units} ({pruned} pruned), params {int(logs['params']):,}, "
-            f"memory {memory.kib(logs['mo_bytes']):.1f} KiB")
-    if "budget_bytes" in logs:
-        line += (f" of {memory.kib(logs['budget_bytes']):.1f} KiB budget, "
-                 f"next batch {int(logs['next_batch_size'])}")
-    return line
-
-
-def _cached(factory):
-    cache = {}
-
-    def get(batch):
-        if batch not in cache:
-            cache.clear()
-            cache[batch] = factory(batch)
-        return cache[batch]
-
-    return get
 
 
 def build_mlp(

@@ -37,15 +37,13 @@ activations and a `softmax` or `linear` (logits) output: what
 """
 
 import os
-import shutil
-import tempfile
 
 import keras
 import numpy as np
 
-from keras_dynhp._io import write_bytes
-from keras_dynhp.export import interpreter_class
+from keras_dynhp.export import convert_saved_model
 from keras_dynhp.layers import FeatureSelect
+from keras_dynhp.litert import load_interpreter
 
 OPTIMIZERS = ("sgd", "adam")
 CHECKPOINT_MODES = ("tensors", "file")
@@ -362,28 +360,20 @@ def export_trainable_tflite(
     module = _make_module(
         stack, float(learning_rate), optimizer, float(momentum), num_trainable_last, checkpoint
     )
-    saved_model_dir = tempfile.mkdtemp(prefix="keras_dynhp_trainable_")
-    try:
-        tf.saved_model.save(
-            module,
-            saved_model_dir,
-            signatures={
-                "train": module.train.get_concrete_function(),
-                "infer": module.infer.get_concrete_function(),
-                "save": module.save.get_concrete_function(),
-                "restore": module.restore.get_concrete_function(),
-            },
-        )
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+
+    def save(directory):
+        tf.saved_model.save(module, directory, signatures={
+            name: getattr(module, name).get_concrete_function()
+            for name in ("train", "infer", "save", "restore")
+        })
+
+    def configure(converter):
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         if checkpoint == "file":
             converter.target_spec.supported_ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
         converter.experimental_enable_resource_variables = True
-        data = converter.convert()
-    finally:
-        shutil.rmtree(saved_model_dir, ignore_errors=True)
-    write_bytes(path, data)
-    return path
+
+    return convert_saved_model(save, path, configure)
 
 
 class TFLiteTrainer:
@@ -404,10 +394,8 @@ class TFLiteTrainer:
     """
 
     def __init__(self, path, num_threads=1):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"No such .tflite file: {os.fspath(path)!r}.")
         self.path = os.fspath(path)
-        self.interpreter = interpreter_class()(model_path=self.path, num_threads=num_threads)
+        self.interpreter = load_interpreter(self.path, num_threads)
         signatures = self.interpreter.get_signature_list()
         missing = [s for s in ("train", "infer", "save", "restore") if s not in signatures]
         if missing:
@@ -418,14 +406,15 @@ class TFLiteTrainer:
         self.checkpoint = "file" if "checkpoint_path" in signatures["save"]["inputs"] else "tensors"
         self._runners = {}
 
-    def _runner(self, name):
+    def signature_runner(self, name):
+        """The LiteRT signature runner of `name` ("train", "infer", "save" or "restore")."""
         if name not in self._runners:
             self._runners[name] = self.interpreter.get_signature_runner(name)
         return self._runners[name]
 
     def _call(self, name, **inputs):
         try:
-            return self._runner(name)(**inputs)
+            return self.signature_runner(name)(**inputs)
         except RuntimeError as e:
             if "Select TensorFlow op" in str(e):
                 raise RuntimeError(

@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from keras_dynhp.data import make_dataset
+from keras_dynhp.evaluation import accuracy
 
 STRATEGIES = ("none", "all", "last", "replay")
 
@@ -153,15 +154,6 @@ def retrain(
         data = make_dataset(x, np.asarray(y), int(batch_size), shuffle=True, seed=seed)
         model.fit(data, epochs=int(epochs), verbose=verbose, shuffle=False)  # the dataset shuffles
     return model
-
-
-def accuracy(model, x, y, batch_size=1000):
-    """Top-1 accuracy of a Keras classifier on arrays (in [0, 1])."""
-    y = np.asarray(y)
-    if len(y) == 0:
-        return float("nan")
-    pred = model.predict(np.asarray(x, "float32"), batch_size=batch_size, verbose=0).argmax(-1)
-    return float((pred == y).mean())
 
 
 def compare_strategies(

@@ -1,130 +1,184 @@
-"""Hard pruning: physical removal of rarely active units (paper section 4.1, eq. 6-7).
+"""Hard-pruning surgery: physical removal of units, with the optimizer state carried.
 
-At the end of an epoch, for every gate j of every gated layer::
+The unit of surgery is a *group* (Torch-Pruning's lesson): the units shared by a
+producer's outputs and a consumer's gated inputs. The consumer's gates decide
+(:class:`~keras_dynhp.pruning.HardPruning`, eq. 6-7); the consumer loses those
+inputs, the producer those outputs, and where the producer is the model input
+the model's :class:`~keras_dynhp.layers.FeatureSelect` drops the features.
 
-    a_j = active observations / all observations            # eq. 6
-    keep_j = a_j >= gamma                                    # eq. 7, g(a, gamma)
-    Z = Z * keep                                             # the kept set only shrinks
-
-A pruned input unit j of layer l removes row j of W_l and log_alpha_l[j]; for a
-hidden unit also column j of W_{l-1} and b_{l-1}[j]; for an input pixel the
-model's :class:`~keras_dynhp.layers.FeatureSelect` drops the pixel. Layers are
-rebuilt with smaller variables, and the optimizer's slot variables (moments,
-momentum) are sliced the same way; the iteration count is carried over.
+Each gated layer owns its slicing (:meth:`~keras_dynhp.layers.GatedLayer.pruned`
+builds a smaller copy; :meth:`~keras_dynhp.layers.GatedLayer.prunable_weights`
+says which axes follow which units). The optimizer's per-variable slots
+(moments, momentum) are sliced the same way and the iteration count is carried
+over: slots are matched to their variables through the optimizer's public
+`add_variable_from_reference`, which every Keras optimizer uses to create them.
 """
 
+import dataclasses
 import time
 
 import numpy as np
 from keras import ops
 
+from keras_dynhp.layers.base import slice_array
+from keras_dynhp.pruning import HardPruning
 
-def keep_mask(rates, gamma, min_units=1):
-    """Eq. 7 with a floor: units with a_j >= gamma, at least `min_units` of them.
 
-    When fewer than `min_units` pass the threshold, the most active ones are kept.
+@dataclasses.dataclass
+class Group:
+    """Units shared by a producer's outputs and a consumer's gated inputs.
 
-    Args:
-        rates: Activation rates a_j (eq. 6), or None to keep everything.
-        gamma: Threshold in [0, 1].
-        min_units: Minimum number of units kept (>= 1).
+    Attributes:
+        consumer: Index of the gated layer whose input gates decide.
+        producer: Index of the gated layer whose outputs are those units, or
+            None when they are the model's input features.
+    """
+
+    consumer: int
+    producer: int = None
+
+
+def chain_groups(n_layers):
+    """Groups of a chain of gated layers: the input features, then each hidden layer.
+
+    Example:
+        >>> chain_groups(3)
+        [Group(consumer=0, producer=None), Group(consumer=1, producer=0), Group(consumer=2, producer=1)]
+    """
+    return [Group(i, i - 1 if i else None) for i in range(n_layers)]
+
+
+def _build_recording(template, variables):
+    """A fresh optimizer like `template`, built on `variables`, and the variable behind each slot.
 
     Returns:
-        Boolean NumPy mask.
+        `(optimizer, owners)`: `owners[k]` is the model variable
+        `optimizer.variables[k]` was created from (None for iterations,
+        learning rate and other global state).
     """
-    rates = np.asarray(rates, dtype="float64")
-    mask = rates >= gamma
-    need = min(int(min_units), rates.size)
-    if mask.sum() < need:
-        top = np.argsort(-rates, kind="stable")[:need]
-        mask[top] = True
-    return mask
+    optimizer = template.__class__.from_config(template.get_config())
+    created = {}
+    make_slot = optimizer.add_variable_from_reference
+
+    def recording(reference_variable, *args, **kwargs):
+        slot = make_slot(reference_variable, *args, **kwargs)
+        created[id(slot)] = reference_variable
+        return slot
+
+    object.__setattr__(optimizer, "add_variable_from_reference", recording)
+    try:
+        optimizer.build(variables)
+    finally:
+        object.__delattr__(optimizer, "add_variable_from_reference")
+    return optimizer, [created.get(id(v)) for v in optimizer.variables]
 
 
-def prefix(variable):
-    """Start of the names of the optimizer slots created for `variable`."""
-    return variable.path.replace("/", "_") + "_"
+def _slot_keys(owners, key_of):
+    """A key per optimizer variable: (owner key, occurrence) or ("global", occurrence)."""
+    seen, keys = {}, []
+    for owner in owners:
+        base = ("global",) if owner is None else key_of(owner)
+        seen[base] = seen.get(base, -1) + 1
+        keys.append((base, seen[base]))
+    return keys
 
 
-def _optimizer_state(optimizer):
-    if optimizer is None or not getattr(optimizer, "built", False):
-        return None
-    return [(v.path, ops.convert_to_numpy(v)) for v in optimizer.variables]
+def carry_optimizer_state(model, old_optimizer, old_variables, replaced):
+    """Gives `model` a fresh optimizer holding the old one's state, sliced where variables shrank.
 
+    Args:
+        model: The model after surgery.
+        old_optimizer: Its built optimizer from before the surgery.
+        old_variables: The trainable variables the old optimizer was built on.
+        replaced: `{id(old variable): (new variable, slicer or None)}`.
 
-def _rebuild_optimizer(model, old_optimizer, old_state, slicers):
-    """Builds a fresh optimizer of the same config and carries the sliced state over."""
-    new = old_optimizer.__class__.from_config(old_optimizer.get_config())
-    new.build(model.trainable_variables)
-    prefixes = sorted(slicers.items(), key=lambda kv: -len(kv[0]))
-    if len(old_state) != len(new.variables):
-        raise RuntimeError(
-            f"Optimizer state mismatch after surgery: {len(old_state)} old variables, "
-            f"{len(new.variables)} new ones."
-        )
-    # Same class, same config, same variable order: the slots line up one to one.
-    for (old_path, value), var in zip(old_state, new.variables):
-        if old_path != var.path:
-            raise RuntimeError(f"Optimizer variable {old_path} does not line up with {var.path}.")
-        if tuple(value.shape) != tuple(var.shape):
-            for prefix, slicer in prefixes:
-                if var.name.startswith(prefix):
-                    value = slicer(value)
-                    break
-        if tuple(value.shape) != tuple(var.shape):
+    Raises:
+        RuntimeError: If the state does not line up (a bug, not a user error).
+    """
+    _, old_owners = _build_recording(old_optimizer, old_variables)
+    if len(old_owners) != len(old_optimizer.variables):
+        raise RuntimeError("The optimizer's variables do not line up with a fresh build of it.")
+    new_optimizer, new_owners = _build_recording(old_optimizer, model.trainable_variables)
+
+    def old_key(variable):
+        new, _ = replaced.get(id(variable), (variable, None))
+        return id(new)
+
+    new_slots = dict(zip(_slot_keys(new_owners, id), new_optimizer.variables))
+    for key, owner, old_slot in zip(_slot_keys(old_owners, old_key), old_owners,
+                                    old_optimizer.variables):
+        if key not in new_slots:
+            raise RuntimeError(f"Optimizer variable {old_slot.path} has no counterpart after surgery.")
+        value = ops.convert_to_numpy(old_slot)
+        slicer = replaced.get(id(owner), (None, None))[1] if owner is not None else None
+        if slicer is not None:
+            value = slicer(value)
+        target = new_slots[key]
+        if tuple(value.shape) != tuple(target.shape):
             raise RuntimeError(
-                f"Cannot carry optimizer variable {var.path}: old shape {value.shape}, "
-                f"new shape {tuple(var.shape)}."
+                f"Cannot carry optimizer variable {old_slot.path}: shape {value.shape} after slicing, "
+                f"{tuple(target.shape)} expected."
             )
-        var.assign(value)
-    model.optimizer = new
+        target.assign(value)
+    model.optimizer = new_optimizer
 
 
-def prune_model(model, gamma=0.5, min_units=1):
+def prune_model(model, gamma=0.5, min_units=1, policy=None):
     """Hard-prunes a :class:`~keras_dynhp.models.DynHPModel` in place from its gate statistics.
 
     Args:
         model: A built DynHPModel whose gated layers collected gate statistics
             during the epoch.
-        gamma: Activation-rate threshold (eq. 7).
-        min_units: No gated unit set drops below this size.
+        gamma: Activation-rate threshold (eq. 7), when `policy` is None.
+        min_units: No gated unit set drops below this size, when `policy` is None.
+        policy: A :class:`~keras_dynhp.pruning.HardPruning` (overrides `gamma`
+            and `min_units`).
 
     Returns:
         A dict report: `units_before`, `units_after` (gated input units per layer),
         `pruned` (per layer), `changed` (bool), `seconds` (surgery time).
     """
     start = time.perf_counter()
-    layers = model.gated_layers
-    masks = []
-    for layer in layers:
-        rates = layer.activation_rates()
-        masks.append(np.ones(layer.input_dim, bool) if rates is None else keep_mask(rates, gamma, min_units))
-    before = [layer.input_dim for layer in layers]
-    changed = any(not m.all() for m in masks)
+    policy = policy or HardPruning(gamma, min_units)
+    layers = list(model.gated_layers)
+    before = [layer.gated_units for layer in layers]
+    keep_in, keep_out, keep_features = {}, {}, None
+    for group in model.pruning_groups():
+        rates = layers[group.consumer].activation_rates()
+        if rates is None:
+            continue
+        mask = policy.keep(rates)
+        if mask.all():
+            continue
+        kept = np.flatnonzero(mask)
+        keep_in[group.consumer] = kept
+        if group.producer is None:
+            keep_features = kept
+        else:
+            keep_out[group.producer] = kept
+    changed = bool(keep_in)
     if changed:
         old_optimizer = getattr(model, "optimizer", None)
-        old_state = _optimizer_state(old_optimizer)
-        slicers = {}
+        old_variables = list(model.trainable_variables)
+        replaced, new_layers = {}, []
         for i, layer in enumerate(layers):
-            rows = np.flatnonzero(masks[i])
-            cols = np.flatnonzero(masks[i + 1]) if i + 1 < len(layers) else None
-            row_sel = None if masks[i].all() else rows
-            col_sel = None if cols is None or masks[i + 1].all() else cols
-            if row_sel is None and col_sel is None:
+            if i not in keep_in and i not in keep_out:
+                new_layers.append(layer)
                 continue
-            slicers[prefix(layer.kernel)] = _kernel_slicer(row_sel, col_sel)
-            if layer.use_bias:
-                slicers[prefix(layer.bias)] = _vector_slicer(col_sel)
-            slicers[prefix(layer.log_alpha)] = _vector_slicer(row_sel)
-            if i == 0 and row_sel is not None:
-                old = model.feature_select.indices
-                old = np.arange(model.input_dim) if old is None else np.asarray(old)
-                model.feature_select.set_indices(old[row_sel].tolist())
-            layer.resize(keep_inputs=row_sel, keep_units=col_sel)
-        if old_state is not None:
-            _rebuild_optimizer(model, old_optimizer, old_state, slicers)
+            rows, cols = keep_in.get(i), keep_out.get(i)
+            new = layer.pruned(keep_inputs=rows, keep_outputs=cols)
+            for old_var, new_var, axes in zip(layer.variables, new.variables, layer.variable_axes()):
+                slicer = None if axes == (None, None) else (
+                    lambda value, axes=axes, rows=rows, cols=cols: slice_array(value, *axes, rows, cols))
+                replaced[id(old_var)] = (new_var, slicer)
+            new_layers.append(new)
+        if keep_features is not None:
+            model.select_features(keep_features)
+        model.replace_gated_layers(new_layers)
+        if old_optimizer is not None and getattr(old_optimizer, "built", False):
+            carry_optimizer_state(model, old_optimizer, old_variables, replaced)
         model.invalidate_functions()
-    after = [layer.input_dim for layer in layers]
+    after = [layer.gated_units for layer in model.gated_layers]
     return {
         "units_before": before,
         "units_after": after,
@@ -132,18 +186,3 @@ def prune_model(model, gamma=0.5, min_units=1):
         "changed": changed,
         "seconds": time.perf_counter() - start,
     }
-
-
-def _kernel_slicer(rows, cols):
-    def slicer(value):
-        if rows is not None:
-            value = value[rows]
-        if cols is not None:
-            value = value[:, cols]
-        return value
-
-    return slicer
-
-
-def _vector_slicer(index):
-    return (lambda value: value) if index is None else (lambda value: value[index])

@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def fashion_subset():
     """6,000 training and 2,000 test images of the real Fashion-MNIST."""
-    from keras_dynhp import datasets
+    from keras_dynhp.experiments import datasets
 
     try:
         (x, y), (xt, yt) = datasets.load_data("fashion_mnist")

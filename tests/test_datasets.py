@@ -1,6 +1,6 @@
-"""Tests of keras_dynhp.datasets on the real MNIST / Fashion-MNIST files.
+"""Tests of keras_dynhp.experiments.datasets on the real MNIST / Fashion-MNIST files.
 
-The real data must be present (``python -m keras_dynhp.datasets fetch``);
+The real data must be present (``python -m keras_dynhp.experiments.datasets fetch``);
 otherwise the tests are skipped, or fail when ``CI=true``. No test touches
 the network: downloads and external commands are disabled.
 """
@@ -13,7 +13,7 @@ import struct
 import numpy as np
 import pytest
 
-from keras_dynhp import datasets as kd
+from keras_dynhp.experiments import datasets as kd
 
 NAMES = ("mnist", "fashion_mnist")
 FILES = {
@@ -50,7 +50,7 @@ def _load_real_uint8(name):
             )
     except kd.DataNotFoundError as e:
         msg = (f"The real {name} data is not available (run `python -m "
-               f"keras_dynhp.datasets fetch`): {e}")
+               f"keras_dynhp.experiments.datasets fetch`): {e}")
         if os.environ.get("CI", "").strip().lower() == "true":
             pytest.fail(msg)
         pytest.skip(msg)
@@ -304,7 +304,7 @@ def test_nothing_anywhere_raises_data_not_found(tmp_path, monkeypatch):
     with pytest.raises(kd.DataNotFoundError) as info:
         kd.load_data("fashion_mnist")
     msg = str(info.value)
-    assert "python -m keras_dynhp.datasets fetch" in msg
+    assert "python -m keras_dynhp.experiments.datasets fetch" in msg
     assert str(tmp_path / "keras" / "datasets" / "fashion-mnist") in msg
 
 

@@ -51,7 +51,7 @@ def python_pages():
 
 @pytest.fixture(scope="module")
 def fashion_available():
-    from keras_dynhp import datasets
+    from keras_dynhp.experiments import datasets
 
     try:
         datasets.load_data("fashion_mnist")

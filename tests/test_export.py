@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import keras_dynhp
-from keras_dynhp import export, ondevice, retrain
+from keras_dynhp import export, litert, ondevice, retrain
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +52,9 @@ def test_float_tflite_matches_keras(trained, fashion_subset, tmp_path):
     _, (xt, yt) = fashion_subset
     path = export.export_tflite(trained, tmp_path / "float.tflite")
     keras_acc = _keras_accuracy(trained, xt, yt)
-    assert abs(export.evaluate_tflite(path, xt, yt, batch_size=128) - keras_acc) <= 0.001
+    assert abs(litert.evaluate_tflite(path, xt, yt, batch_size=128) - keras_acc) <= 0.001
     # batch 128 leaves a remainder of 80 examples: every example must count
-    probs = export.predict_tflite(path, xt, batch_size=128)
+    probs = litert.predict_tflite(path, xt, batch_size=128)
     assert probs.shape == (len(xt), 10)
     np.testing.assert_allclose(probs, trained.predict(xt, verbose=0), atol=1e-5)
 
@@ -66,19 +66,19 @@ def test_quantized_tflite_within_one_point(trained, fashion_subset, tmp_path, qu
         trained, tmp_path / f"{quantization}.tflite", quantization=quantization, representative_data=x
     )
     keras_acc = _keras_accuracy(trained, xt, yt)
-    assert abs(export.evaluate_tflite(path, xt, yt, batch_size=100) - keras_acc) <= 0.01
+    assert abs(litert.evaluate_tflite(path, xt, yt, batch_size=100) - keras_acc) <= 0.01
 
 
 def test_int8_file_is_full_integer(trained, fashion_subset, tmp_path):
     (x, _), (xt, _) = fashion_subset
     float_path = export.export_tflite(trained, tmp_path / "float.tflite")
-    assert export.non_integer_tensors(float_path)  # the check can fail
+    assert litert.non_integer_tensors(float_path)  # the check can fail
     path = export.export_tflite(
         trained, tmp_path / "int8.tflite", quantization="int8", representative_data=x, batch_size=1
     )
-    types = export.tensor_types(path)
+    types = litert.tensor_types(path)
     assert types["input"] == [np.dtype("int8")] and types["output"] == [np.dtype("int8")]
-    assert export.non_integer_tensors(path) == []
+    assert litert.non_integer_tensors(path) == []
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path))
@@ -86,7 +86,7 @@ def test_int8_file_is_full_integer(trained, fashion_subset, tmp_path):
     assert list(inp["shape_signature"]) == [1, 784]  # static shape for the Edge TPU compiler
     assert inp["quantization"][0] > 0
     # the dequantized int8 outputs are probabilities close to the float model's
-    probs = export.predict_tflite(path, xt[:200])
+    probs = litert.predict_tflite(path, xt[:200])
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=0.05)
     assert np.abs(probs - trained.predict(xt[:200], verbose=0)).max() < 0.15
 
@@ -283,12 +283,12 @@ def test_keras_file_round_trip_and_scripts(trained, fashion_subset, tmp_path):
     out = tmp_path / "m_int8.tflite"
     done = script("convert.py", keras_path, out, "--quantization", "int8", "--batch-size", "1")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "full-integer: yes" in done.stdout and export.non_integer_tensors(out) == []
-    assert abs(export.evaluate_tflite(out, xt, yt, batch_size=100) - _keras_accuracy(trained, xt, yt)) <= 0.01
+    assert "full-integer: yes" in done.stdout and litert.non_integer_tensors(out) == []
+    assert abs(litert.evaluate_tflite(out, xt, yt, batch_size=100) - _keras_accuracy(trained, xt, yt)) <= 0.01
 
 
 def _op_names(path):
-    interpreter = export._interpreter(path)
+    interpreter = litert.load_interpreter(path)
     interpreter.allocate_tensors()
     return {op["op_name"] for op in interpreter._get_ops_details()}
 
@@ -304,10 +304,10 @@ def test_int8_without_gather_for_the_edge_tpu(trained, fashion_subset, tmp_path)
                                 representative_data=x, batch_size=1, select_inputs=False)
     assert "GATHER" not in _op_names(path)
     assert "FULLY_CONNECTED" in _op_names(path)
-    assert export.tensor_types(path)["input"] == [np.dtype("int8")]
+    assert litert.tensor_types(path)["input"] == [np.dtype("int8")]
     gather_free = export.strip(trained, select_inputs=False)
     assert gather_free.inputs[0].shape[-1] == len(kept)
     np.testing.assert_allclose(gather_free.predict(xt[:, kept], verbose=0),
                                trained.predict(xt, verbose=0), atol=1e-5)
     keras_acc = _keras_accuracy(trained, xt, yt)
-    assert abs(export.evaluate_tflite(path, xt[:, kept], yt) - keras_acc) <= 0.01
+    assert abs(litert.evaluate_tflite(path, xt[:, kept], yt) - keras_acc) <= 0.01

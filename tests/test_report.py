@@ -1,8 +1,9 @@
-"""Plots and tables of keras_dynhp.report on known inputs."""
+"""Plots and tables of keras_dynhp.experiments.report on known inputs."""
 
 import pytest
 
-from keras_dynhp import memory, report
+from keras_dynhp import memory
+from keras_dynhp.experiments import report
 
 HISTORY = {
     "units_0": [784, 700, 650], "units_1": [300, 280, 270], "units_2": [100, 99, 98],

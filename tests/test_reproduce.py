@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from keras_dynhp import memory, reproduce
+from keras_dynhp import memory
+from keras_dynhp.experiments import reproduce
 
 TINY = reproduce.Profile("tiny-test", ("fashion_mnist",), 2, (128, 256), (128,),
                          {"fashion_mnist": (0.98,)}, train_subset=1500, test_subset=500)

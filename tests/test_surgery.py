@@ -20,11 +20,6 @@ def _set_stats(layer, rates):
     layer.gate_active_count.assign(np.asarray(rates, "float32") * 100.0)
 
 
-def test_keep_mask_threshold_and_floor():
-    np.testing.assert_array_equal(surgery.keep_mask([0.1, 0.5, 0.9], 0.5), [False, True, True])
-    np.testing.assert_array_equal(surgery.keep_mask([0.1, 0.3, 0.2], 0.5, min_units=2), [False, True, True])
-
-
 def test_surgery_is_exact_when_removed_gates_are_zero():
     model = _model()
     x, _ = _data()

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 import keras_dynhp
-from keras_dynhp import memory
+from keras_dynhp import litert, memory
 
 
 def test_sp_reduces_loss_and_reaches_sane_error(fashion_subset):
@@ -124,7 +124,7 @@ def test_strip_and_tflite_match_keras(fashion_subset, tmp_path):
     assert compact.count_params() <= model.count_params_stored()
     path = export.export_tflite(model, tmp_path / "m.tflite")
     keras_acc = float((model.predict(xt, verbose=0).argmax(1) == yt).mean())
-    assert abs(export.evaluate_tflite(path, xt, yt, batch_size=100) - keras_acc) <= 0.001
+    assert abs(litert.evaluate_tflite(path, xt, yt, batch_size=100) - keras_acc) <= 0.001
 
 
 def test_progress_line_shows_batch_units_and_budget():

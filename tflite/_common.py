@@ -57,7 +57,7 @@ def load_keras_model(path):
 
 def load_split(dataset, split, limit=None):
     """(x, y) of a dataset's `train` or `test` split, flattened floats in [0, 1]."""
-    from keras_dynhp import datasets
+    from keras_dynhp.experiments import datasets
 
     if dataset not in datasets.DATASETS:
         raise UserError(f"unknown dataset {dataset!r}; expected one of {', '.join(datasets.DATASETS)}")

@@ -48,7 +48,7 @@ def main():
             raise UserError(
                 f"{path} takes inputs of width {width}; {args.dataset} images have {data.shape[1]}"
             )
-        r = export.benchmark_tflite(path, data, runs=args.runs, warmup=args.warmup, num_threads=args.threads)
+        r = litert.benchmark_tflite(path, data, runs=args.runs, warmup=args.warmup, num_threads=args.threads)
         print(
             f"| {os.path.basename(path)} | {r['file_bytes']:,} | {r['median_us']:.1f} | {r['p90_us']:.1f} |"
         )

@@ -98,7 +98,7 @@ def main():
         f"{', trainable' if args.trainable else ''})"
     )
     if args.quantization == "int8":
-        bad = export.non_integer_tensors(path)
+        bad = litert.non_integer_tensors(path)
         print(
             "full-integer: yes (int8 input/output, int8/int32 tensors)"
             if not bad

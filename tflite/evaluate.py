@@ -40,7 +40,7 @@ def main():
             f"{args.model} takes inputs of width {width}; {args.dataset} images have {x.shape[1]}"
         )
     if kind == "inference":
-        acc = export.evaluate_tflite(args.model, x, y, batch_size=args.batch_size)
+        acc = litert.evaluate_tflite(args.model, x, y, batch_size=args.batch_size)
     else:
         pred = np.concatenate(
             [trainer.infer(x[i : i + args.batch_size]).argmax(-1) for i in range(0, len(x), args.batch_size)]

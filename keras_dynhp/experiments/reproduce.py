@@ -18,7 +18,7 @@ Every configuration runs in its own directory under `output/<dataset>/<config>/`
 (the paper's table format) and PNG plots in the style of the paper's figures.
 
 Example:
-    >>> from keras_dynhp import reproduce
+    >>> from keras_dynhp.experiments import reproduce
     >>> reproduce.PROFILES["quick"].epochs
     20
     >>> reproduce.run("runs/reproduce", profile="quick")   # doctest: +SKIP
@@ -72,7 +72,7 @@ class Profile:
 
     Args:
         name: Profile name.
-        datasets: Dataset names (see :func:`keras_dynhp.datasets.load_data`).
+        datasets: Dataset names (see :func:`keras_dynhp.experiments.datasets.load_data`).
         epochs: Epochs of every run.
         sp_batch_sizes: Batch sizes of the SP runs.
         hp_batch_sizes: Batch sizes of the HP runs.
@@ -307,7 +307,7 @@ def run_dense(data, epochs, batch_size, directory, learning_rate=1e-3, seed=0, v
 def run_tfmot(data, epochs, batch_size, sparsity, directory, learning_rate=1e-3, seed=0):
     """Peer: tfmot `prune_low_magnitude` (PolynomialDecay to `sparsity`) on tf_keras.
 
-    Runs `python -m keras_dynhp._tfmot_peer` in a subprocess with
+    Runs `python -m keras_dynhp.experiments.tfmot_peer` in a subprocess with
     `TF_USE_LEGACY_KERAS=1` (tfmot supports Keras 2 only). Needs the `compare`
     extra (`pip install keras_dynhp[compare]`); returns None, with a message,
     when tfmot is not installed.
@@ -319,7 +319,7 @@ def run_tfmot(data, epochs, batch_size, sparsity, directory, learning_rate=1e-3,
     npz = os.path.join(directory, "data.npz")
     np.savez(npz, x=x, y=y, xt=xt, yt=yt)
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
-    cmd = [sys.executable, "-m", "keras_dynhp._tfmot_peer", "--data", npz, "--epochs", str(epochs),
+    cmd = [sys.executable, "-m", "keras_dynhp.experiments.tfmot_peer", "--data", npz, "--epochs", str(epochs),
            "--batch-size", str(batch_size), "--sparsity", repr(float(sparsity)),
            "--learning-rate", repr(learning_rate), "--seed", str(seed), "--output", directory]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -335,7 +335,7 @@ def run_tfmot(data, epochs, batch_size, sparsity, directory, learning_rate=1e-3,
 # ------------------------------------------------------------------ grid
 def load(dataset, train_subset=None, test_subset=None, seed=0):
     """Loads a dataset, optionally a seeded random training subset and the first test images."""
-    from keras_dynhp import datasets
+    from keras_dynhp.experiments import datasets
 
     (x, y), (xt, yt) = datasets.load_data(dataset)
     if train_subset:
@@ -479,7 +479,7 @@ TABLE_HEADERS = ("data", "method", "epochs", "error % (vs SP)", "model MBytes (s
 
 def markdown(results):
     """The results table in the paper's format, plus the paper's own figures."""
-    from keras_dynhp import report
+    from keras_dynhp.experiments import report
 
     text = report.markdown_table(table_rows(results), TABLE_COLUMNS, headers=TABLE_HEADERS)
     text += (
@@ -522,7 +522,7 @@ def write_outputs(output, results, epochs=None):
 
 def plot(output, results):
     """PNG figures in the style of the paper's Fig. 1-7, one set per dataset."""
-    from keras_dynhp import report
+    from keras_dynhp.experiments import report
 
     paths = []
     for dataset in dict.fromkeys(r["dataset"] for r in results):

@@ -1,10 +1,10 @@
 """Peer baseline: tfmot magnitude pruning of LeNet-300-100 (run in a subprocess).
 
 `tensorflow-model-optimization` supports only Keras 2 (`tf_keras`), so
-:func:`keras_dynhp.reproduce.run_tfmot` runs this module with
+:func:`keras_dynhp.experiments.reproduce.run_tfmot` runs this module with
 `TF_USE_LEGACY_KERAS=1` in its own process::
 
-    TF_USE_LEGACY_KERAS=1 python -m keras_dynhp._tfmot_peer --data d.npz \\
+    TF_USE_LEGACY_KERAS=1 python -m keras_dynhp.experiments.tfmot_peer --data d.npz \\
         --epochs 20 --batch-size 128 --sparsity 0.8 --output out/
 
 It trains with `prune_low_magnitude` and a `PolynomialDecay` schedule from 0 to

@@ -1,0 +1,45 @@
+"""Gated layers: hard-concrete gate maths, the `GatedLayer` interface and registry, layer types.
+
+Modules: :mod:`~keras_dynhp.layers.gates` (eq. 3-5),
+:mod:`~keras_dynhp.layers.base` (the interface every gated layer type implements,
+and the registry), :mod:`~keras_dynhp.layers.dense` (:class:`L0Dense`),
+:mod:`~keras_dynhp.layers.select` (:class:`FeatureSelect`).
+"""
+
+from keras_dynhp.layers.base import (
+    GatedLayer,
+    register_gated_layer,
+    registered_gated_layers,
+    slice_array,
+)
+from keras_dynhp.layers.dense import L0Dense
+from keras_dynhp.layers.gates import (
+    DEFAULT_TEMPERATURE,
+    EPSILON,
+    LIMIT_HIGH,
+    LIMIT_LOW,
+    LOG_ALPHA_RANGE,
+    ClipLogAlpha,
+    deterministic_gate,
+    gate_probability,
+    hard_concrete_sample,
+)
+from keras_dynhp.layers.select import FeatureSelect
+
+__all__ = [
+    "DEFAULT_TEMPERATURE",
+    "EPSILON",
+    "LIMIT_HIGH",
+    "LIMIT_LOW",
+    "LOG_ALPHA_RANGE",
+    "ClipLogAlpha",
+    "FeatureSelect",
+    "GatedLayer",
+    "L0Dense",
+    "deterministic_gate",
+    "gate_probability",
+    "hard_concrete_sample",
+    "register_gated_layer",
+    "registered_gated_layers",
+    "slice_array",
+]

@@ -1,0 +1,254 @@
+"""The interface of gated layers, and the registry new layer types join.
+
+A gated layer carries one hard-concrete gate per *input unit* (a feature of a
+dense layer; a channel of a convolution would be one unit) and owns everything
+that depends on its own shapes (Torch-Pruning's "each layer type owns its
+slicing", tfmot's `PrunableLayer`):
+
+* its gate statistics (eq. 6, provided here),
+* which axes of which of its weights follow its input and its output units
+  (:meth:`GatedLayer.prunable_weights`), from which :meth:`GatedLayer.pruned`
+  builds a smaller copy, and hard pruning slices the optimizer slots alike,
+* its contribution to ||S||_1 (:meth:`GatedLayer.variance_l1`),
+* its stored-parameter count (:meth:`GatedLayer.num_params`),
+* its gate-free plain Keras equivalent (:meth:`GatedLayer.to_plain`).
+
+Adding a layer type means writing its module (a `keras.layers.Layer` subclass
+that also derives from :class:`GatedLayer`) and registering it with
+:func:`register_gated_layer`; the model, hard pruning, the batch policy, the
+memory accounting and export work through this interface only.
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_dynhp.layers import gates
+
+_REGISTRY = {}
+
+
+def check_positive_int(name, value):
+    """`value` as an int, or a ValueError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive integer; received {name}={value!r}.")
+    return int(value)
+
+
+def register_gated_layer(plain_class):
+    """Class decorator: registers a gated layer type as the gated form of `plain_class`.
+
+    Args:
+        plain_class: The plain Keras layer class the gated type replaces (and is
+            stripped back to), e.g. `keras.layers.Dense` for `L0Dense`.
+
+    Returns:
+        The decorator (it returns the class unchanged).
+
+    Example:
+        >>> registered_gated_layers()[keras.layers.Dense].__name__
+        'L0Dense'
+    """
+
+    def decorate(cls):
+        if not issubclass(cls, GatedLayer):
+            raise TypeError(f"{cls.__name__} must derive from GatedLayer to be registered.")
+        _REGISTRY[plain_class] = cls
+        return cls
+
+    return decorate
+
+
+def registered_gated_layers():
+    """A copy of the registry: plain Keras layer class -> gated layer class."""
+    return dict(_REGISTRY)
+
+
+def slice_array(value, in_axis, out_axis, keep_inputs=None, keep_outputs=None):
+    """Keeps the given input units along `in_axis` and output units along `out_axis`.
+
+    Args:
+        value: NumPy array (a weight or an optimizer slot of the same shape).
+        in_axis: Axis indexed by the layer's input units, or None.
+        out_axis: Axis indexed by the layer's output units, or None.
+        keep_inputs: Sorted indices of kept input units (None: all).
+        keep_outputs: Sorted indices of kept output units (None: all).
+
+    Returns:
+        The sliced array.
+
+    Example:
+        >>> slice_array(np.arange(6).reshape(2, 3), 0, 1, [1], [0, 2]).tolist()
+        [[3, 5]]
+    """
+    if in_axis is not None and keep_inputs is not None:
+        value = np.take(value, keep_inputs, axis=in_axis)
+    if out_axis is not None and keep_outputs is not None:
+        value = np.take(value, keep_outputs, axis=out_axis)
+    return value
+
+
+class GatedLayer:
+    """Mixin of layers whose input units carry hard-concrete L0 gates.
+
+    Subclasses are `keras.layers.Layer`s that call :meth:`add_gates` in `build`
+    and implement the abstract methods below. Gate variables: `log_alpha`
+    (trainable, one per input unit), `gate_active_count` and
+    `gate_observations` (non-trainable counters of eq. 6).
+    """
+
+    temperature = gates.DEFAULT_TEMPERATURE
+    per_example_gates = True
+    collect_gate_stats = True
+
+    # ------------------------------------------------------------- gates
+    def add_gates(self, n_gates, droprate_init, seed=None):
+        """Creates `log_alpha` (from the initial drop rate) and the gate counters."""
+        mean = math.log(1.0 - droprate_init) - math.log(droprate_init)
+        self.log_alpha = self.add_weight(
+            name="log_alpha",
+            shape=(n_gates,),
+            initializer=keras.initializers.RandomNormal(mean=mean, stddev=1e-2, seed=seed),
+            constraint=gates.ClipLogAlpha(),
+        )
+        self.gate_active_count = self.add_weight(
+            name="gate_active_count", shape=(n_gates,), initializer="zeros", trainable=False
+        )
+        self.gate_observations = self.add_weight(
+            name="gate_observations", shape=(), initializer="zeros", trainable=False
+        )
+
+    @property
+    def gated_units(self):
+        """Number of gated input units (None before the layer is built)."""
+        return int(self.log_alpha.shape[0]) if self.built else None
+
+    def sample_gates(self, batch_size):
+        """Samples training gates (eq. 3-4): shape (batch, units), or (units,) per batch."""
+        shape = (batch_size, self.gated_units) if self.per_example_gates else (self.gated_units,)
+        u = keras.random.uniform(
+            shape, minval=gates.EPSILON, maxval=1.0 - gates.EPSILON, seed=self.seed_generator
+        )
+        return gates.hard_concrete_sample(self.log_alpha, u, self.temperature)
+
+    def record_gate_activity(self, z):
+        """Adds the non-zero observations of sampled gates `z` to the counters (eq. 6)."""
+        if not self.collect_gate_stats:
+            return
+        active = ops.cast(z > 0.0, "float32")
+        if self.per_example_gates:
+            self.gate_active_count.assign_add(ops.sum(active, axis=0))
+            self.gate_observations.assign_add(ops.cast(ops.shape(z)[0], "float32"))
+        else:
+            self.gate_active_count.assign_add(active)
+            self.gate_observations.assign_add(1.0)
+
+    def gate_probability(self):
+        """P(z_j > 0) for each input unit (eq. 4)."""
+        return gates.gate_probability(self.log_alpha, self.temperature)
+
+    def inference_gates(self):
+        """The deterministic gates used at inference."""
+        return gates.deterministic_gate(self.log_alpha)
+
+    def expected_active_units(self):
+        """Expected number of non-zero gates, sum_j P(z_j > 0)."""
+        return ops.sum(self.gate_probability())
+
+    def activation_rates(self):
+        """a_j = active observations / all observations since the last reset (eq. 6).
+
+        Returns:
+            NumPy array with one rate per gated unit, or None if nothing was observed.
+        """
+        n = float(ops.convert_to_numpy(self.gate_observations))
+        if n <= 0:
+            return None
+        return ops.convert_to_numpy(self.gate_active_count) / n
+
+    def reset_gate_stats(self):
+        """Resets the per-epoch gate counters."""
+        self.gate_active_count.assign(ops.zeros_like(self.gate_active_count))
+        self.gate_observations.assign(0.0)
+
+    # ----------------------------------------------- owned by each layer type
+    @property
+    def output_units(self):
+        """Number of output units (what the next layer's gates sit on)."""
+        raise NotImplementedError
+
+    def prunable_weights(self):
+        """`{attribute name: (input-unit axis or None, output-unit axis or None)}`.
+
+        Every weight (and counter) whose shape follows the input or the output
+        units; the optimizer's slots of a weight are sliced with its axes.
+        """
+        raise NotImplementedError
+
+    def with_output_units(self, n):
+        """Config changes of a copy with `n` output units (e.g. `{"units": n}`)."""
+        raise NotImplementedError
+
+    def build_shape(self, n_inputs):
+        """The input shape to build a copy with `n_inputs` input units."""
+        raise NotImplementedError
+
+    def num_params(self):
+        """Weights + biases stored by this layer (gate parameters excluded)."""
+        raise NotImplementedError
+
+    def variance_l1(self, gated_inputs, preact_grad, batch_size):
+        """This layer's contribution to ||S||_1 (eq. 8's gradient variance)."""
+        raise NotImplementedError
+
+    def to_plain(self, keep_inputs, keep_outputs, name):
+        """The gate-free plain Keras layer (built, weights set): gates folded, units kept."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ pruning
+    def pruned(self, keep_inputs=None, keep_outputs=None):
+        """A new layer of this type with only the given input and output units.
+
+        Every variable is carried over (the gate noise state included, so the
+        random stream goes on); those of :meth:`prunable_weights` are sliced.
+        The copy is built under the same name scope, so variable paths stay.
+
+        Args:
+            keep_inputs: Sorted indices of input units to keep (None: all).
+            keep_outputs: Sorted indices of output units to keep (None: all).
+
+        Returns:
+            The new, built layer.
+        """
+        if not self.built:
+            raise ValueError(f"Layer '{self.name}' must be built before it can be pruned.")
+        sliced = [slice_array(ops.convert_to_numpy(v), *axes, keep_inputs, keep_outputs)
+                  for v, axes in zip(self.variables, self.variable_axes())]
+        config = self.get_config()
+        if keep_outputs is not None:
+            config.update(self.with_output_units(len(keep_outputs)))
+        new = self.__class__.from_config(config)
+        n_inputs = self.gated_units if keep_inputs is None else len(keep_inputs)
+        path = self.log_alpha.path
+        parent = path.rsplit("/", 2)[0] if path.count("/") >= 2 else None
+        if parent:
+            with keras.name_scope(parent):
+                new.build(self.build_shape(n_inputs))
+        else:
+            new.build(self.build_shape(n_inputs))
+        if len(new.variables) != len(sliced):
+            raise RuntimeError(f"Pruned copy of '{self.name}' has a different set of variables.")
+        for variable, value in zip(new.variables, sliced):
+            variable.assign(value)
+        return new
+
+    def variable_axes(self):
+        """`(in_axis, out_axis)` of each of `self.variables`, in order ((None, None): kept whole)."""
+        by_id = {}
+        for name, axes in self.prunable_weights().items():
+            variable = getattr(self, name, None)
+            if variable is not None:
+                by_id[id(variable)] = axes
+        return [by_id.get(id(v), (None, None)) for v in self.variables]

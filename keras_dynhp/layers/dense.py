@@ -1,0 +1,264 @@
+"""`L0Dense`: a dense layer whose input units carry hard-concrete L0 gates.
+
+The gate maths is in :mod:`keras_dynhp.layers.gates` (eq. 3-5); this module
+holds what is specific to a dense layer: the penalty's weighting (a gate
+controls one kernel row), which weight axes follow which units, the dense
+gradient-variance term and the conversion to `keras.layers.Dense`.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_dynhp.layers.base import GatedLayer, check_positive_int, register_gated_layer, slice_array
+from keras_dynhp.layers.gates import DEFAULT_TEMPERATURE
+
+
+@register_gated_layer(keras.layers.Dense)
+@keras.saving.register_keras_serializable(package="keras_dynhp")
+class L0Dense(GatedLayer, keras.layers.Layer):
+    """Dense layer whose input units carry hard-concrete L0 gates.
+
+    `outputs = activation((inputs * z) @ kernel + bias)` where `z` holds one gate
+    per input unit. During training the gates are sampled (per example by
+    default, "at each input pattern in the mini-batch"); at inference the
+    deterministic gate is used. The expected-L0 penalty is added as a layer loss
+    on every call, and, while training, the layer counts how often each gate was
+    non-zero (the statistics of hard pruning, paper eq. 6).
+
+    Args:
+        units: Positive integer, number of output units.
+        activation: Activation function (name or callable). Default: linear.
+        use_bias: Whether the layer has a bias vector.
+        droprate_init: Initial drop rate p in (0, 1); `log_alpha` starts at
+            log(1 - p) - log(p) plus N(0, 0.01) noise.
+        temperature: Concrete temperature beta > 0 (default 2/3).
+        l0_lambda: Non-negative L0 strength per weight controlled by a gate.
+        weight_decay: Non-negative L2 strength (gated, as in Louizos et al.).
+        dataset_size: N, the number of training examples the penalty is divided
+            by (set automatically by `DynHPModel.fit`). `None` means 1.
+        per_example_gates: Sample one gate vector per example (True) or one per
+            batch (False).
+        collect_gate_stats: Count active gate observations while training.
+        kernel_initializer: Initializer for the kernel.
+        bias_initializer: Initializer for the bias.
+        seed: Optional integer seed of the gate noise.
+
+    Input shape:
+        `(batch_size, input_dim)`.
+
+    Returns:
+        A tensor of shape `(batch_size, units)`.
+
+    Example:
+        >>> layer = L0Dense(4, activation="relu", seed=0)
+        >>> y = layer(np.ones((2, 3), "float32"))
+        >>> tuple(y.shape)
+        (2, 4)
+    """
+
+    def __init__(
+        self,
+        units,
+        activation=None,
+        use_bias=True,
+        droprate_init=0.5,
+        temperature=DEFAULT_TEMPERATURE,
+        l0_lambda=0.01,
+        weight_decay=0.0,
+        dataset_size=None,
+        per_example_gates=True,
+        collect_gate_stats=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.units = check_positive_int("units", units)
+        if not (0.0 < float(droprate_init) < 1.0):
+            raise ValueError(
+                f"`droprate_init` must be in the open interval (0, 1); "
+                f"received droprate_init={droprate_init!r}."
+            )
+        if not float(temperature) > 0.0:
+            raise ValueError(f"`temperature` must be > 0; received temperature={temperature!r}.")
+        if not float(l0_lambda) >= 0.0:
+            raise ValueError(f"`l0_lambda` must be >= 0; received l0_lambda={l0_lambda!r}.")
+        if not float(weight_decay) >= 0.0:
+            raise ValueError(
+                f"`weight_decay` must be >= 0; received weight_decay={weight_decay!r}."
+            )
+        if dataset_size is not None:
+            dataset_size = check_positive_int("dataset_size", dataset_size)
+        self.activation = keras.activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.droprate_init = float(droprate_init)
+        self.temperature = float(temperature)
+        self.l0_lambda = float(l0_lambda)
+        self.weight_decay = float(weight_decay)
+        self.dataset_size = dataset_size
+        self.per_example_gates = bool(per_example_gates)
+        self.collect_gate_stats = bool(collect_gate_stats)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_masking = False
+
+    # ------------------------------------------------------------------ build
+    def build(self, input_shape):
+        if len(input_shape) != 2:
+            raise ValueError(
+                f"L0Dense '{self.name}' expects inputs of rank 2 (batch, features); "
+                f"received input shape {tuple(input_shape)}."
+            )
+        input_dim = input_shape[-1]
+        if input_dim is None:
+            raise ValueError(
+                f"L0Dense '{self.name}' needs a known input width; received input "
+                f"shape {tuple(input_shape)}."
+            )
+        self._create_weights(int(input_dim))
+        self.input_spec = keras.layers.InputSpec(ndim=2, axes={-1: int(input_dim)})
+
+    def _create_weights(self, input_dim):
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(input_dim, self.units),
+            initializer=self.kernel_initializer,
+        )
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias", shape=(self.units,), initializer=self.bias_initializer
+            )
+        else:
+            self.bias = None
+        self.add_gates(input_dim, self.droprate_init, self.seed)
+
+    @property
+    def input_dim(self):
+        """Number of gated input units (None before the layer is built)."""
+        return int(self.kernel.shape[0]) if self.built else None
+
+    def gated_inputs(self, inputs, training=False):
+        """Returns `inputs * z` with sampled (training) or deterministic gates."""
+        if not training:
+            return inputs * ops.cast(self.inference_gates(), inputs.dtype)
+        z = self.sample_gates(ops.shape(inputs)[0])
+        self.record_gate_activity(z)
+        return inputs * ops.cast(z, inputs.dtype)
+
+    def preactivation(self, gated):
+        """`gated @ kernel + bias`."""
+        h = ops.matmul(gated, self.kernel)
+        if self.use_bias:
+            h = ops.add(h, self.bias)
+        return h
+
+    def call(self, inputs, training=None, return_cache=False):
+        gated = self.gated_inputs(inputs, training=bool(training))
+        h = self.preactivation(gated)
+        outputs = self.activation(h) if self.activation is not None else h
+        self.add_loss(self.l0_penalty())
+        if return_cache:
+            return outputs, (gated, h)
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.units)
+
+    def l0_penalty(self):
+        """Expected-L0 penalty of this layer, added to the mean data loss (eq. 5).
+
+        `R = (1/N) * [sum_j P(z_j>0) * (l0_lambda * units + weight_decay/2 * ||W_j||^2)
+        + weight_decay/2 * ||b||^2]`, N = `dataset_size` (1 if unset). Gate j
+        controls the `units` weights of row j of the kernel.
+        """
+        per_gate = self.l0_lambda * self.units
+        if self.weight_decay:
+            per_gate = per_gate + 0.5 * self.weight_decay * ops.sum(
+                ops.square(self.kernel), axis=1
+            )
+        penalty = ops.sum(self.gate_probability() * per_gate)
+        if self.weight_decay and self.use_bias:
+            penalty = penalty + 0.5 * self.weight_decay * ops.sum(ops.square(self.bias))
+        return penalty / float(self.dataset_size or 1)
+
+    # --------------------------------------------- the GatedLayer interface
+    @property
+    def output_units(self):
+        return self.units
+
+    def num_params(self):
+        """Weights + biases stored by this layer (gate parameters excluded)."""
+        n = int(np.prod(self.kernel.shape))
+        return n + (self.units if self.use_bias else 0)
+
+    def prunable_weights(self):
+        """Kernel rows and gates follow the input units; kernel columns and bias the outputs."""
+        return {
+            "kernel": (0, 1),
+            "bias": (None, 0),
+            "log_alpha": (0, None),
+            "gate_active_count": (0, None),
+        }
+
+    def with_output_units(self, n):
+        return {"units": int(n)}
+
+    def build_shape(self, n_inputs):
+        return (None, int(n_inputs))
+
+    def variance_l1(self, gated_inputs, preact_grad, batch_size):
+        """sum(S_W) + sum(S_b) of this dense layer (see `batch_size.dense_variance_l1`)."""
+        from keras_dynhp.batch_size import dense_variance_l1
+
+        return dense_variance_l1(gated_inputs, preact_grad, batch_size)
+
+    def to_plain(self, keep_inputs, keep_outputs, name):
+        """A `keras.layers.Dense` with the inference gates folded into the kernel rows.
+
+        `W'_j = z_j * W_j` (row j scaled by gate j), then only the kept input rows
+        and output columns.
+        """
+        kernel = ops.convert_to_numpy(self.kernel) * ops.convert_to_numpy(self.inference_gates())[:, None]
+        bias = ops.convert_to_numpy(self.bias) if self.use_bias else None
+        kernel = slice_array(kernel, 0, 1, keep_inputs, keep_outputs)
+        if bias is not None:
+            bias = slice_array(bias, None, 0, None, keep_outputs)
+        dense = keras.layers.Dense(kernel.shape[1], activation=self.activation,
+                                   use_bias=bias is not None, name=name)
+        dense.build((None, kernel.shape[0]))
+        dense.set_weights([kernel] + ([bias] if bias is not None else []))
+        return dense
+
+    # -------------------------------------------------------- serialisation
+    def get_build_config(self):
+        # The current (possibly pruned) width, not the width first built with.
+        if not self.built:
+            return None
+        return {"input_shape": (None, self.input_dim)}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "units": self.units,
+                "activation": keras.activations.serialize(self.activation),
+                "use_bias": self.use_bias,
+                "droprate_init": self.droprate_init,
+                "temperature": self.temperature,
+                "l0_lambda": self.l0_lambda,
+                "weight_decay": self.weight_decay,
+                "dataset_size": self.dataset_size,
+                "per_example_gates": self.per_example_gates,
+                "collect_gate_stats": self.collect_gate_stats,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "seed": self.seed,
+            }
+        )
+        return config
+
+

@@ -1,0 +1,90 @@
+"""Hard-concrete L0 gates: the maths every gated layer shares (paper eq. 3-5).
+
+Concepts page "Hard-concrete gate"; Louizos et al. 2018. The gated layers
+(:class:`~keras_dynhp.layers.L0Dense`, and any layer type registered with
+:func:`~keras_dynhp.layers.register_gated_layer`) call these functions; the
+penalty's per-gate weighting (what a gate controls) belongs to each layer type.
+
+The equations (numbers from the paper):
+
+* sample (training), eq. 3-4::
+
+      u ~ U(eps, 1 - eps)
+      s = sigmoid((log u - log(1 - u) + log_alpha) / beta)
+      z = clip(s * (zeta - gamma) + gamma, 0, 1)
+
+* deterministic gate (inference)::
+
+      z = clip(sigmoid(log_alpha) * (zeta - gamma) + gamma, 0, 1)
+
+* probability of a non-zero gate, eq. 4::
+
+      P(z > 0) = 1 - Q(0) = sigmoid(log_alpha - beta * log(-gamma / zeta))
+
+* penalty added to the mean data loss, eq. 5 with the Louizos reference's
+  weighting (for :class:`~keras_dynhp.layers.L0Dense`, see its `l0_penalty`)::
+
+      R = (1 / N) * sum_j P(z_j > 0) * (l0_lambda * units + weight_decay / 2 * ||W_j||^2)
+          + (1 / N) * weight_decay / 2 * ||b||^2
+"""
+
+import math
+
+import keras
+from keras import ops
+
+# Hard-concrete constants (Louizos et al. 2018).
+LIMIT_LOW = -0.1  # gamma (stretch lower limit)
+LIMIT_HIGH = 1.1  # zeta (stretch upper limit)
+EPSILON = 1e-6
+DEFAULT_TEMPERATURE = 2.0 / 3.0
+# log_alpha is clamped to [log(1e-2), log(1e2)] as in the Louizos reference.
+LOG_ALPHA_RANGE = (math.log(1e-2), math.log(1e2))
+
+
+def hard_concrete_sample(log_alpha, u, temperature=DEFAULT_TEMPERATURE):
+    """Draws hard-concrete gates from uniform noise (paper eq. 3-4).
+
+    Args:
+        log_alpha: Gate location parameters, broadcastable against `u`.
+        u: Uniform noise in (eps, 1 - eps).
+        temperature: The concrete temperature beta.
+
+    Returns:
+        Gates `z` in [0, 1], exactly 0 or 1 with positive probability.
+    """
+    s = ops.sigmoid((ops.log(u) - ops.log(1.0 - u) + log_alpha) / temperature)
+    return ops.clip(s * (LIMIT_HIGH - LIMIT_LOW) + LIMIT_LOW, 0.0, 1.0)
+
+
+def deterministic_gate(log_alpha):
+    """Inference-time gate: clip(sigmoid(log_alpha) * (zeta - gamma) + gamma, 0, 1)."""
+    return ops.clip(
+        ops.sigmoid(log_alpha) * (LIMIT_HIGH - LIMIT_LOW) + LIMIT_LOW, 0.0, 1.0
+    )
+
+
+def gate_probability(log_alpha, temperature=DEFAULT_TEMPERATURE):
+    """P(z > 0) = 1 - Q(0) = sigmoid(log_alpha - beta * log(-gamma / zeta)) (eq. 4)."""
+    shift = temperature * math.log(-LIMIT_LOW / LIMIT_HIGH)
+    return ops.sigmoid(log_alpha - shift)
+
+
+@keras.saving.register_keras_serializable(package="keras_dynhp")
+class ClipLogAlpha(keras.constraints.Constraint):
+    """Clamps gate parameters to a safe range after every optimizer step.
+
+    Args:
+        min_value: Lower bound of `log_alpha`.
+        max_value: Upper bound of `log_alpha`.
+    """
+
+    def __init__(self, min_value=LOG_ALPHA_RANGE[0], max_value=LOG_ALPHA_RANGE[1]):
+        self.min_value = float(min_value)
+        self.max_value = float(max_value)
+
+    def __call__(self, w):
+        return ops.clip(w, self.min_value, self.max_value)
+
+    def get_config(self):
+        return {"min_value": self.min_value, "max_value": self.max_value}

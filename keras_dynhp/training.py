@@ -1,0 +1,192 @@
+"""The epoch loop of SP, HP and DynHP (what `DynHPModel.fit` runs).
+
+One epoch, in order (the Architecture page draws it)::
+
+    gates sampled per example while training  ->  gate statistics (eq. 6)
+    -> validation (before the epoch's surgery) ->  memory of the epoch (paper accounting)
+    -> hard pruning of the groups (eq. 7, surgery with the optimizer state)
+    -> batch policy (eq. 8-10: DynHP grows the batch under the budget)
+    -> the next epoch's pipeline, re-batched if the batch size changed
+
+Each epoch is one call of Keras's own `fit`, so progress bars, metrics,
+validation and callbacks behave as usual; user callbacks see one training run
+whose epoch-end logs carry the pruning and memory figures.
+"""
+
+import keras
+
+from keras_dynhp import memory, surgery
+from keras_dynhp.batch_size import DynamicBatchSize, FixedBatchSize
+from keras_dynhp.pruning import HardPruning
+
+MODES = ("sp", "hp", "dynhp")
+_TRAINING_ONLY = ("val_grad_var_l1", "val_data_loss")
+
+
+def resolve_policies(mode, batch_size=None, gamma=0.5, min_units=1, prune_start_epoch=0,
+                     alpha_bs=0.98, memory_budget=None, initial_batch_size=16, variance_every=1,
+                     pruning=None, batch_policy=None):
+    """The pruning and batch policies of a mode, from `fit`'s short-form arguments.
+
+    Args:
+        mode: "sp", "hp" or "dynhp".
+        batch_size, gamma, min_units, prune_start_epoch, alpha_bs, memory_budget,
+            initial_batch_size, variance_every: `fit`'s short forms.
+        pruning: A :class:`~keras_dynhp.pruning.HardPruning` to use instead of
+            `gamma` / `min_units` / `prune_start_epoch` (hp, dynhp).
+        batch_policy: A :class:`~keras_dynhp.batch_size.DynamicBatchSize` (dynhp)
+            or :class:`~keras_dynhp.batch_size.FixedBatchSize` to use instead of
+            the short forms.
+
+    Returns:
+        `(pruning or None, batch policy)`.
+
+    Raises:
+        ValueError: For an unknown mode or bad settings.
+    """
+    if mode not in MODES:
+        raise ValueError(f"Unknown `mode`={mode!r}; expected one of {MODES}.")
+    policy = pruning if pruning is not None else HardPruning(gamma, min_units, prune_start_epoch)
+    if not isinstance(policy, HardPruning):
+        raise ValueError(f"`pruning` must be a HardPruning; received {type(policy).__name__}.")
+    if batch_policy is None:
+        if mode == "dynhp":
+            if memory_budget is None:
+                raise ValueError('mode="dynhp" needs a `memory_budget` (bytes or e.g. "1433KiB").')
+            batch_policy = DynamicBatchSize(alpha_bs, memory_budget, initial_batch_size, variance_every)
+        else:
+            batch_policy = FixedBatchSize(32 if batch_size is None else batch_size)
+    elif not isinstance(batch_policy, (FixedBatchSize, DynamicBatchSize)):
+        raise ValueError(
+            f"`batch_policy` must be a FixedBatchSize or DynamicBatchSize; received "
+            f"{type(batch_policy).__name__}.")
+    if mode == "dynhp" and not isinstance(batch_policy, DynamicBatchSize):
+        raise ValueError('mode="dynhp" needs a DynamicBatchSize batch policy.')
+    return (policy if mode in ("hp", "dynhp") else None), batch_policy
+
+
+class _Forwarder(keras.callbacks.Callback):
+    """Forwards per-batch and validation events of an inner one-epoch `fit`.
+
+    Train begin/end and epoch end are driven by the loop itself, so user
+    callbacks see one training run and the epoch-end logs include the pruning
+    and memory figures.
+    """
+
+    def __init__(self, callback_list):
+        super().__init__()
+        self.callback_list = callback_list
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.callback_list.on_epoch_begin(epoch, logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.callback_list.on_train_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.callback_list.on_train_batch_end(batch, logs)
+
+    def on_test_begin(self, logs=None):
+        self.callback_list.on_test_begin(logs)
+
+    def on_test_end(self, logs=None):
+        self.callback_list.on_test_end(logs)
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self.callback_list.on_test_batch_begin(batch, logs)
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.callback_list.on_test_batch_end(batch, logs)
+
+
+def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, callbacks, verbose,
+               pruning, batch_policy):
+    """Runs the epochs of one `fit` (see the module docstring); returns the History.
+
+    Args:
+        model: The DynHPModel.
+        keras_fit: Keras's own `fit` of the model (one epoch per call).
+        pipeline: The :class:`~keras_dynhp.data.EpochPipeline`.
+        validation: Batched validation dataset or None.
+        epochs, initial_epoch, verbose: As in `fit`.
+        callbacks: User callbacks.
+        pruning: :class:`~keras_dynhp.pruning.HardPruning` or None (sp).
+        batch_policy: The batch policy (its `batch_size` is the first epoch's).
+    """
+    history = keras.callbacks.History()
+    user_callbacks = list(callbacks or [])
+    batch = batch_policy.batch_size
+    callback_list = keras.callbacks.CallbackList(
+        user_callbacks + [history], add_progbar=verbose != 0, verbose=verbose, epochs=epochs,
+        steps=pipeline.steps(batch), model=model,
+    )
+    total_bytes = 0
+    model.stop_training = False
+    callback_list.on_train_begin()
+    for epoch in range(initial_epoch, epochs):
+        callback_list.set_params({"verbose": verbose, "epochs": epochs, "steps": pipeline.steps(batch)})
+        for layer in model.gated_layers:
+            layer.reset_gate_stats()
+        params_in_epoch = model.count_params_stored()
+        inner = keras_fit(
+            pipeline.dataset(batch), epochs=epoch + 1, initial_epoch=epoch, verbose=0,
+            callbacks=[_Forwarder(callback_list)], validation_data=validation,
+            shuffle=False,  # the pipeline shuffles (seeded) itself
+        )
+        logs = {k: v[-1] for k, v in inner.history.items() if v and k not in _TRAINING_ONLY}
+        if not logs:  # the epoch was stopped before it logged anything
+            break
+        mo = memory.mo_bytes(params_in_epoch, batch, model.example_size)
+        total_bytes += mo
+        logs.update({
+            "l0_penalty": model.l0_penalty(),
+            "batch_size": batch,
+            "batch_bytes": memory.batch_bytes(batch, model.example_size),
+            "mo_bytes": mo,
+            "memory_total_bytes": total_bytes,
+        })
+        report = None
+        if pruning is not None and pruning.prunes_after(epoch):
+            report = surgery.prune_model(model, policy=pruning)
+        for i, (units, active) in enumerate(zip(model.units(), model.expected_active_units())):
+            logs[f"units_{i}"] = units
+            logs[f"expected_active_{i}"] = active
+            logs[f"pruned_{i}"] = report["pruned"][i] if report else 0
+        logs["params"] = model.count_params_stored()
+        logs["network_bytes"] = model.network_bytes()
+        logs["surgery_ms"] = 1000.0 * report["seconds"] if report else 0.0
+        if batch_policy.measures_variance:
+            s_l1 = float(logs.get("grad_var_l1", 0.0))
+            f = float(logs.get("data_loss", 0.0))
+            new_batch = batch_policy.update(s_l1, f, model.count_params_stored(), model.example_size)
+            logs["next_batch_size"] = new_batch
+            logs["budget_bytes"] = batch_policy.budget_bytes
+            logs["budget_headroom_bytes"] = batch_policy.budget_bytes - mo
+            batch = new_batch
+        else:
+            logs.pop("grad_var_l1", None)
+            logs.pop("data_loss", None)
+        if report and report["changed"]:
+            for cb in user_callbacks:
+                if hasattr(cb, "on_prune"):
+                    cb.on_prune(epoch, report)
+        callback_list.on_epoch_end(epoch, logs)
+        if verbose:
+            print(progress_line(epoch, epochs, logs, len(model.gated_layers)), flush=True)
+        if model.stop_training:
+            break
+    callback_list.on_train_end()
+    return history
+
+
+def progress_line(epoch, epochs, logs, n_layers):
+    """One readable line per epoch: batch size, units per layer, memory vs budget."""
+    units = [int(logs[f"units_{i}"]) for i in range(n_layers)]
+    pruned = sum(int(logs[f"pruned_{i}"]) for i in range(n_layers))
+    line = (f"[dynhp] epoch {epoch + 1}/{epochs}: batch {int(logs['batch_size'])}, "
+            f"units {units} ({pruned} pruned), params {int(logs['params']):,}, "
+            f"memory {memory.kib(logs['mo_bytes']):.1f} KiB")
+    if "budget_bytes" in logs:
+        line += (f" of {memory.kib(logs['budget_bytes']):.1f} KiB budget, "
+                 f"next batch {int(logs['next_batch_size'])}")
+    return line
