@@ -7,7 +7,9 @@ The public namespace is explicit (`__all__`) and loaded lazily, so that
 `import keras_dynhp` and the `keras-dynhp` command line start without
 TensorFlow; the first use of a name imports what it needs. The paper harness
 (data sets, runs, reproduction, plots) is :mod:`keras_dynhp.experiments`, which
-the library never imports.
+the library never imports. Because nothing is imported up front, load saved
+models with :func:`keras_dynhp.load_model` (it registers the custom classes with
+Keras before calling `keras.saving.load_model`).
 
 Example:
     >>> import keras_dynhp
@@ -29,6 +31,7 @@ _EXPORTS = {
     # model
     "DynHPModel": "keras_dynhp.models",
     "build_mlp": "keras_dynhp.models",
+    "load_model": "keras_dynhp.models",
     # policies
     "HardPruning": "keras_dynhp.pruning",
     "DynamicBatchSize": "keras_dynhp.batch_size",

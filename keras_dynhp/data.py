@@ -102,7 +102,12 @@ class EpochPipeline:
         seed: Seed of the shuffle.
 
     Attributes:
-        n: Number of training examples (None when unknown).
+        n: Number of training examples (the N of the L0 penalty, eq. 5).
+
+    Shuffling: a pipeline (re)built at epoch e is seeded with `seed + e`; a
+    pipeline kept across epochs reshuffles at every pass. So every epoch sees a
+    fresh order, also when DynHP rebuilds the pipeline for a new batch size
+    (with `seed` alone, each rebuild would replay the previous first order).
     """
 
     def __init__(self, x, y, input_dim, rebatch=False, shuffle=True, seed=None):
@@ -110,17 +115,20 @@ class EpochPipeline:
         if is_dataset(x):
             if y is not None:
                 raise ValueError("Pass labels inside the dataset, not as `y`, when `x` is a tf.data.Dataset.")
-            card = int(x.cardinality())
-            if is_batched(x, example_rank=1):
-                if rebatch:
-                    raise ValueError(
-                        'mode="dynhp" needs an *unbatched* tf.data.Dataset: DynHP re-batches the '
-                        "data every epoch at a new batch size. Call `dataset.unbatch()` or pass "
-                        "the dataset before `.batch()`."
-                    )
-                self.n, self._fixed, self._steps = None, x, (card if card > 0 else None)
+            batched = is_batched(x, example_rank=1)
+            if batched and rebatch:
+                raise ValueError(
+                    'mode="dynhp" needs an *unbatched* tf.data.Dataset: DynHP re-batches the '
+                    "data every epoch at a new batch size. Call `dataset.unbatch()` or pass "
+                    "the dataset before `.batch()`."
+                )
+            self.n = count_examples(x, batched)
+            if batched:
+                card = int(x.cardinality())
+                self._fixed, self._steps = x, (card if card > 0 else None)
                 return
-            self.n = card if card > 0 else None
+            if int(x.cardinality()) < 0:  # now known: tell Keras (no "ran out of data")
+                x = x.apply(tf.data.experimental.assert_cardinality(self.n))
             self._x, self._y = x, None
         else:
             if x is None or y is None:
@@ -139,15 +147,47 @@ class EpochPipeline:
             return self._steps
         return math.ceil(self.n / batch_size) if self.n else None
 
-    def dataset(self, batch_size):
-        """The batched dataset (rebuilt only when `batch_size` changed)."""
+    def dataset(self, batch_size, epoch=0):
+        """The batched dataset of `epoch` (rebuilt only when `batch_size` changed)."""
         if self._fixed is not None:
             return self._fixed
         if batch_size != self._batch:
             self._batch = batch_size
-            self._dataset = make_dataset(self._x, self._y, batch_size, shuffle=self._shuffle,
-                                         seed=self._seed)
+            seed = None if self._seed is None else int(self._seed) + int(epoch)
+            self._dataset = make_dataset(self._x, self._y, batch_size, shuffle=self._shuffle, seed=seed)
         return self._dataset
+
+
+def count_examples(dataset, batched):
+    """Number of examples of a finite `tf.data.Dataset` (one pass over it if not known).
+
+    Args:
+        dataset: The dataset.
+        batched: Its elements carry a leading batch axis.
+
+    Returns:
+        The count (int).
+
+    Raises:
+        ValueError: For an infinite or empty dataset.
+    """
+    card = int(dataset.cardinality())
+    if card == int(tf.data.INFINITE_CARDINALITY):
+        raise ValueError(
+            "The training dataset is infinite (e.g. `.repeat()` without a count): pass a finite "
+            "dataset; `fit` repeats it for `epochs` itself."
+        )
+    if card >= 0 and not batched:
+        n = card
+    else:  # batched, or unknown cardinality: count once (no model work)
+        def size(element):
+            first = element[0] if isinstance(element, tuple) else element
+            return tf.cast(tf.shape(first)[0], tf.int64) if batched else tf.constant(1, tf.int64)
+
+        n = int(dataset.reduce(tf.constant(0, tf.int64), lambda total, e: total + size(e)))
+    if n <= 0:
+        raise ValueError("The training dataset is empty.")
+    return n
 
 
 def validation_dataset(validation_data, input_dim, batch_size=None):
@@ -156,5 +196,5 @@ def validation_dataset(validation_data, input_dim, batch_size=None):
         return validation_data
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
         raise ValueError("`validation_data` must be a tuple (x_val, y_val) or a tf.data.Dataset.")
-    xv = check_inputs(validation_data[0], input_dim).astype("float32", copy=False)
+    xv = check_inputs(validation_data[0], input_dim, name="validation_data[0]").astype("float32", copy=False)
     return make_dataset(xv, np.asarray(validation_data[1]), batch_size or 256, shuffle=False)

@@ -424,3 +424,28 @@ def build_mlp(
             metrics=["accuracy"],
         )
     return model
+
+
+def load_model(filepath, compile=True, **kwargs):
+    """Loads a `.keras` file saved from a :class:`DynHPModel` (or any model using keras_dynhp layers).
+
+    `import keras_dynhp` is lazy (it loads no TensorFlow), so keras_dynhp's
+    classes are registered with Keras only once one of its modules is used;
+    this function makes sure they are (as `tfmot`'s `prune_scope` does for its
+    wrappers) and then calls `keras.saving.load_model`.
+
+    Args:
+        filepath: The `.keras` file.
+        compile: Restore the compiled optimizer, loss and metrics.
+        **kwargs: Passed to `keras.saving.load_model`.
+
+    Returns:
+        The model.
+
+    Example:
+        >>> model = keras_dynhp.load_model("runs/demo/model.keras")   # doctest: +SKIP
+    """
+    from keras_dynhp import batch_size, pruning  # noqa: F401  (register the policies too)
+
+    return keras.saving.load_model(filepath, compile=compile, **kwargs)
+

@@ -129,7 +129,7 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
             layer.reset_gate_stats()
         params_in_epoch = model.count_params_stored()
         inner = keras_fit(
-            pipeline.dataset(batch), epochs=epoch + 1, initial_epoch=epoch, verbose=0,
+            pipeline.dataset(batch, epoch), epochs=epoch + 1, initial_epoch=epoch, verbose=0,
             callbacks=[_Forwarder(callback_list)], validation_data=validation,
             shuffle=False,  # the pipeline shuffles (seeded) itself
         )

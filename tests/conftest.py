@@ -20,3 +20,36 @@ def fashion_subset():
     rng = np.random.default_rng(0)
     idx = rng.permutation(len(x))[:6000]
     return (x[idx], y[idx]), (xt[:2000], yt[:2000])
+
+
+@pytest.fixture(scope="session")
+def trained(fashion_subset):
+    """One hard-pruned DynHPModel shared by the export, LiteRT, on-device and retrain tests (about 3 s)."""
+    import keras_dynhp
+
+    (x, y), _ = fashion_subset
+    model = keras_dynhp.build_mlp(
+        [300, 100], seed=0, l0_lambda=[0.05, 0.05, 0.5], droprate_init=0.7, learning_rate=3e-3
+    )
+    model.fit(x, y, epochs=3, batch_size=64, mode="hp", verbose=0, seed=0)
+    return model
+
+
+@pytest.fixture(scope="session")
+def compact(trained):
+    from keras_dynhp import export
+
+    return export.strip(trained)
+
+
+def shift(x, pixels=3):
+    """Fashion-MNIST images moved right by `pixels` ("new data" from a shifted distribution)."""
+    return np.roll(x.reshape(-1, 28, 28), pixels, axis=2).reshape(len(x), 784)
+
+
+def keras_accuracy(model, x, y):
+    return float((model.predict(x, batch_size=1000, verbose=0).argmax(1) == y).mean())
+
+
+def cross_entropy(probs, y):
+    return float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)).mean())

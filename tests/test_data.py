@@ -38,3 +38,34 @@ def test_unbatched_dataset_is_rebatched_and_errors():
         make_dataset(np.zeros((3, 1)), np.zeros(3), 0)
     with pytest.raises(ValueError, match="lengths"):
         make_dataset(np.zeros((3, 1)), np.zeros(4), 2)
+
+
+def test_every_epoch_gets_a_fresh_order_also_when_rebuilt():
+    from keras_dynhp.data import EpochPipeline
+
+    x, y = np.arange(40, dtype="float32").reshape(40, 1), np.arange(40)
+
+    def orders():
+        pipeline = EpochPipeline(x, y, 1, rebatch=True, seed=0)
+        # DynHP: the batch grows at epochs 1 and 2 (rebuilds), then stays (a second pass)
+        return [np.concatenate([b[1].numpy() for b in pipeline.dataset(batch, epoch)])
+                for epoch, batch in enumerate((4, 5, 6, 6))]
+
+    first = orders()
+    assert all(sorted(o.tolist()) == list(range(40)) for o in first)
+    assert len({tuple(o) for o in first}) == 4, "an epoch replayed an earlier order"
+    assert [o.tolist() for o in orders()] == [o.tolist() for o in first]  # seeded
+
+
+def test_count_examples():
+    from keras_dynhp.data import count_examples
+
+    ds = tf.data.Dataset.from_tensor_slices((np.zeros((10, 3)), np.zeros(10)))
+    assert count_examples(ds, batched=False) == 10
+    assert count_examples(ds.batch(4), batched=True) == 10
+    assert count_examples(ds.filter(lambda a, b: True), batched=False) == 10
+    with pytest.raises(ValueError, match="infinite"):
+        count_examples(ds.repeat(), batched=False)
+    with pytest.raises(ValueError, match="empty"):
+        count_examples(ds.take(0), batched=False)
+

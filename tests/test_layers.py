@@ -1,3 +1,5 @@
+"""Gated layers: L0Dense, FeatureSelect, the GatedLayer interface and registry."""
+
 import math
 
 import keras
@@ -11,25 +13,6 @@ from keras_dynhp.layers import L0Dense
 
 def np_prob(log_alpha, beta=2 / 3):
     return 1 / (1 + np.exp(-(log_alpha - beta * math.log(0.1 / 1.1))))
-
-
-@pytest.mark.parametrize("log_alpha", [-3.0, -1.0, 0.0, 1.5, 3.0])
-def test_empirical_gate_probability_matches_closed_form(log_alpha):
-    rng = np.random.default_rng(1)
-    u = rng.uniform(1e-6, 1 - 1e-6, size=400_000).astype("float32")
-    z = np.asarray(L.hard_concrete_sample(np.float32(log_alpha), u))
-    empirical = (z > 0).mean()
-    closed = float(L.gate_probability(np.float32(log_alpha)))
-    assert closed == pytest.approx(np_prob(log_alpha), rel=1e-5)
-    assert abs(empirical - closed) < 0.01
-
-
-def test_gates_are_exactly_zero_and_one_with_positive_probability():
-    u = np.random.default_rng(2).uniform(1e-6, 1 - 1e-6, size=100_000).astype("float32")
-    z = np.asarray(L.hard_concrete_sample(np.float32(0.0), u))
-    assert (z == 0.0).mean() > 0.05
-    assert (z == 1.0).mean() > 0.05
-    assert ((z > 0) & (z < 1)).mean() > 0.05
 
 
 def test_inference_gates_match_closed_form():
@@ -141,3 +124,40 @@ def test_feature_select():
     assert L.FeatureSelect(3, [0, 1, 2]).indices is None
     with pytest.raises(ValueError, match="indices"):
         L.FeatureSelect(3, [5])
+
+
+def test_registry_maps_plain_to_gated_layers():
+    registry = L.registered_gated_layers()
+    assert registry[keras.layers.Dense] is L0Dense
+    with pytest.raises(TypeError, match="GatedLayer"):
+        L.register_gated_layer(keras.layers.Conv2D)(keras.layers.Layer)
+    assert keras.layers.Conv2D not in L.registered_gated_layers()
+
+
+def test_pruned_copy_slices_owned_weights_and_keeps_the_noise_state():
+    layer = L0Dense(4, activation="relu", seed=0)
+    layer.build((None, 5))
+    layer(np.ones((3, 5), "float32"), training=True)  # advance the gate-noise state
+    rows, cols = np.array([0, 2, 4]), np.array([1, 3])
+    new = layer.pruned(keep_inputs=rows, keep_outputs=cols)
+    assert (new.gated_units, new.units, new.output_units) == (3, 2, 2)
+    np.testing.assert_array_equal(new.kernel.numpy(), layer.kernel.numpy()[rows][:, cols])
+    np.testing.assert_array_equal(new.bias.numpy(), layer.bias.numpy()[cols])
+    np.testing.assert_array_equal(new.log_alpha.numpy(), layer.log_alpha.numpy()[rows])
+    np.testing.assert_array_equal(new.gate_active_count.numpy(), layer.gate_active_count.numpy()[rows])
+    assert float(new.gate_observations) == float(layer.gate_observations)
+    np.testing.assert_array_equal(new.seed_generator.state.numpy(), layer.seed_generator.state.numpy())
+    assert new.kernel.path == layer.kernel.path and new.name == layer.name
+    assert new.num_params() == 3 * 2 + 2
+    assert layer.kernel.shape == (5, 4)  # the original is untouched
+
+
+def test_to_plain_folds_the_inference_gates():
+    layer = L0Dense(3, activation="relu", seed=0)
+    layer.build((None, 4))
+    layer.log_alpha.assign(np.array([-5.0, 0.5, 2.0, 4.0], "float32"))
+    keep = np.array([1, 2, 3])
+    dense = layer.to_plain(keep, None, name="dense_0")
+    x = np.random.default_rng(0).normal(size=(6, 4)).astype("float32")
+    np.testing.assert_allclose(np.asarray(dense(x[:, keep])), np.asarray(layer(x, training=False)), atol=1e-6)
+

@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import keras_dynhp
-from keras_dynhp import litert, memory
+from keras_dynhp import memory, training
+from keras_dynhp.batch_size import DynamicBatchSize, FixedBatchSize
+from keras_dynhp.pruning import HardPruning
 
 
 def test_sp_reduces_loss_and_reaches_sane_error(fashion_subset):
@@ -79,56 +80,8 @@ def test_alpha_controls_growth(fashion_subset):
     assert finals == sorted(finals), finals
 
 
-def test_dynhp_with_unbatched_dataset_and_batched_error(fashion_subset):
-    (x, y), _ = fashion_subset
-    ds = tf.data.Dataset.from_tensor_slices((x[:1000], y[:1000]))
-    model = keras_dynhp.build_mlp([30, 10], seed=0)
-    h = model.fit(ds, epochs=1, mode="dynhp", alpha_bs=0.98, memory_budget="2MiB", verbose=0)
-    assert h.history["batch_size"] == [16]
-    # DynHP's ||S||_1 and F trackers are training figures, not evaluation metrics.
-    assert sorted(model.evaluate(ds.batch(256), verbose=0, return_dict=True)) == ["accuracy", "loss"]
-    with pytest.raises(ValueError, match="unbatched"):
-        model.fit(ds.batch(32), epochs=1, mode="dynhp", memory_budget="2MiB", verbose=0)
-
-
-def test_fit_argument_errors(fashion_subset):
-    (x, y), _ = fashion_subset
-    model = keras_dynhp.build_mlp([30, 10], seed=0)
-    with pytest.raises(ValueError, match="mode"):
-        model.fit(x, y, mode="fast")
-    with pytest.raises(ValueError, match=r"\(n, 784\)"):
-        model.fit(x[:, :100], y)
-    with pytest.raises(ValueError, match=r"\(n, 784\)"):
-        model.fit(x.reshape(-1, 28, 28), y)
-    with pytest.raises(ValueError, match="memory_budget"):
-        model.fit(x, y, mode="dynhp", memory_budget="1KiB")
-    with pytest.raises(ValueError, match="Cannot parse"):
-        model.fit(x, y, mode="dynhp", memory_budget="lots")
-    with pytest.raises(ValueError, match="alpha_bs"):
-        model.fit(x, y, mode="dynhp", alpha_bs=1.0, memory_budget="2MiB")
-    with pytest.raises(ValueError, match="memory_budget"):
-        model.fit(x, y, mode="dynhp")
-
-
-def test_strip_and_tflite_match_keras(fashion_subset, tmp_path):
-    from keras_dynhp import export
-
-    (x, y), (xt, yt) = fashion_subset
-    model = keras_dynhp.build_mlp([300, 100], seed=0, l0_lambda=[0.05, 0.05, 0.5],
-                                  droprate_init=0.7, learning_rate=3e-3)
-    with pytest.raises(ValueError, match="never trained"):
-        export.strip(model)
-    model.fit(x, y, epochs=3, batch_size=64, mode="hp", verbose=0)
-    compact = export.strip(model)
-    np.testing.assert_allclose(compact.predict(xt, verbose=0), model.predict(xt, verbose=0), atol=1e-5)
-    assert compact.count_params() <= model.count_params_stored()
-    path = export.export_tflite(model, tmp_path / "m.tflite")
-    keras_acc = float((model.predict(xt, verbose=0).argmax(1) == yt).mean())
-    assert abs(litert.evaluate_tflite(path, xt, yt, batch_size=100) - keras_acc) <= 0.001
-
-
 def test_progress_line_shows_batch_units_and_budget():
-    from keras_dynhp.models import _progress_line
+    from keras_dynhp.training import progress_line as _progress_line
 
     logs = {"units_0": 512, "units_1": 227, "units_2": 96, "pruned_0": 58, "pruned_1": 6,
             "pruned_2": 1, "batch_size": 18, "params": 139309, "mo_bytes": 683332,
@@ -136,3 +89,38 @@ def test_progress_line_shows_batch_units_and_budget():
     assert _progress_line(2, 30, logs, 3) == (
         "[dynhp] epoch 3/30: batch 18, units [512, 227, 96] (65 pruned), params 139,309, "
         "memory 667.3 KiB of 1433.4 KiB budget, next batch 19")
+
+
+def test_long_form_policies_equal_the_short_form(fashion_subset):
+    (x, y), _ = fashion_subset
+    kwargs = dict(epochs=2, verbose=0, seed=0)
+    runs = []
+    for long_form in (False, True):
+        model = keras_dynhp.build_mlp([30, 10], seed=0, l0_lambda=[0.05, 0.05, 0.5], droprate_init=0.7)
+        if long_form:
+            policy = DynamicBatchSize(0.9, "2MiB", 16)
+            h = model.fit(x[:2000], y[:2000], mode="dynhp", pruning=HardPruning(0.5), batch_policy=policy,
+                          **kwargs)
+            assert policy.batch_size == h.history["next_batch_size"][-1]  # the policy keeps its state
+            assert DynamicBatchSize.from_config(policy.get_config()).batch_size == policy.batch_size
+        else:
+            h = model.fit(x[:2000], y[:2000], mode="dynhp", gamma=0.5, alpha_bs=0.9, memory_budget="2MiB",
+                          **kwargs)
+        runs.append((h.history["batch_size"], h.history["params"], model.architecture()))
+    assert runs[0] == runs[1]
+
+
+def test_resolve_policies():
+    pruning, batch = training.resolve_policies("sp", batch_size=64)
+    assert pruning is None and isinstance(batch, FixedBatchSize) and batch.batch_size == 64
+    pruning, batch = training.resolve_policies("hp", gamma=0.3, min_units=4)
+    assert pruning.get_config() == {"gamma": 0.3, "min_units": 4, "start_epoch": 0} and batch.batch_size == 32
+    pruning, batch = training.resolve_policies("dynhp", alpha_bs=0.97, memory_budget="1MiB")
+    assert isinstance(batch, DynamicBatchSize) and batch.alpha_bs == 0.97
+    with pytest.raises(ValueError, match="DynamicBatchSize"):
+        training.resolve_policies("dynhp", batch_policy=FixedBatchSize(16))
+    with pytest.raises(ValueError, match="HardPruning"):
+        training.resolve_policies("hp", pruning=0.5)
+    with pytest.raises(ValueError, match="gamma"):
+        training.resolve_policies("hp", gamma=2.0)
+

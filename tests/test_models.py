@@ -1,0 +1,91 @@
+"""DynHPModel: structure, inputs of every kind, argument errors, the L0 penalty's N."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_dynhp
+from keras_dynhp.layers import L0Dense
+
+
+def test_build_mlp_architecture_and_counts():
+    model = keras_dynhp.build_mlp([300, 100])
+    assert model.architecture() == [784, 300, 100, 10]
+    assert model.count_params_stored() == 266_610 == model.network_bytes() // 4
+    assert [g.consumer for g in model.pruning_groups()] == [0, 1, 2]
+    assert [g.producer for g in model.pruning_groups()] == [None, 0, 1]
+
+
+def test_model_takes_gated_layers_only():
+    with pytest.raises(ValueError, match="gated layers"):
+        keras_dynhp.DynHPModel([keras.layers.Dense(3)], input_dim=4)
+    with pytest.raises(ValueError, match="at least one"):
+        keras_dynhp.DynHPModel([], input_dim=4)
+    model = keras_dynhp.DynHPModel([L0Dense(8, "relu"), L0Dense(3)], input_dim=5)
+    assert model.count_params_stored() == 5 * 8 + 8 + 8 * 3 + 3
+
+
+def _xy(n=96, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 20)).astype("float32"), rng.integers(0, 4, n)
+
+
+@pytest.mark.parametrize("make", [
+    lambda ds: ds.batch(16),  # batched: cardinality counts batches, not examples
+    lambda ds: ds.filter(lambda a, b: True).batch(16),  # batched, unknown cardinality
+])
+def test_penalty_divides_by_the_true_n_for_batched_datasets(make):
+    x, y = _xy()
+    model = keras_dynhp.build_mlp([12, 8], input_dim=20, num_classes=4, seed=0)
+    model.fit(make(tf.data.Dataset.from_tensor_slices((x, y))), epochs=1, mode="sp", verbose=0)
+    assert [layer.dataset_size for layer in model.gated_layers] == [len(x)] * 3
+    reference = keras_dynhp.build_mlp([12, 8], input_dim=20, num_classes=4, seed=0)
+    reference.fit(x, y, epochs=1, batch_size=16, mode="sp", verbose=0, shuffle=False)
+    assert model.l0_penalty() == pytest.approx(reference.l0_penalty(), rel=1e-3)
+
+
+def test_penalty_n_for_unbatched_dataset_of_unknown_size_in_dynhp():
+    x, y = _xy()
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).filter(lambda a, b: True)
+    model = keras_dynhp.build_mlp([12, 8], input_dim=20, num_classes=4, seed=0)
+    model.fit(ds, epochs=1, mode="dynhp", memory_budget="1MiB", verbose=0)
+    assert [layer.dataset_size for layer in model.gated_layers] == [len(x)] * 3
+
+
+def test_infinite_dataset_is_a_clear_error():
+    x, y = _xy()
+    model = keras_dynhp.build_mlp([12, 8], input_dim=20, num_classes=4, seed=0)
+    with pytest.raises(ValueError, match="infinite"):
+        model.fit(tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(8), epochs=1, verbose=0)
+
+
+def test_dynhp_with_unbatched_dataset_and_batched_error(fashion_subset):
+    (x, y), _ = fashion_subset
+    ds = tf.data.Dataset.from_tensor_slices((x[:1000], y[:1000]))
+    model = keras_dynhp.build_mlp([30, 10], seed=0)
+    h = model.fit(ds, epochs=1, mode="dynhp", alpha_bs=0.98, memory_budget="2MiB", verbose=0)
+    assert h.history["batch_size"] == [16]
+    # DynHP's ||S||_1 and F trackers are training figures, not evaluation metrics.
+    assert sorted(model.evaluate(ds.batch(256), verbose=0, return_dict=True)) == ["accuracy", "loss"]
+    with pytest.raises(ValueError, match="unbatched"):
+        model.fit(ds.batch(32), epochs=1, mode="dynhp", memory_budget="2MiB", verbose=0)
+
+
+def test_fit_argument_errors(fashion_subset):
+    (x, y), _ = fashion_subset
+    model = keras_dynhp.build_mlp([30, 10], seed=0)
+    with pytest.raises(ValueError, match="mode"):
+        model.fit(x, y, mode="fast")
+    with pytest.raises(ValueError, match=r"\(n, 784\)"):
+        model.fit(x[:, :100], y)
+    with pytest.raises(ValueError, match=r"\(n, 784\)"):
+        model.fit(x.reshape(-1, 28, 28), y)
+    with pytest.raises(ValueError, match="memory_budget"):
+        model.fit(x, y, mode="dynhp", memory_budget="1KiB")
+    with pytest.raises(ValueError, match="Cannot parse"):
+        model.fit(x, y, mode="dynhp", memory_budget="lots")
+    with pytest.raises(ValueError, match="alpha_bs"):
+        model.fit(x, y, mode="dynhp", alpha_bs=1.0, memory_budget="2MiB")
+    with pytest.raises(ValueError, match="memory_budget"):
+        model.fit(x, y, mode="dynhp")
