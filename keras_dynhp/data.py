@@ -81,15 +81,125 @@ def is_dataset(x):
 
 
 def check_inputs(x, input_dim, name="x"):
-    """`x` as a NumPy array of shape (n, input_dim), or a ValueError naming `name`."""
-    x = np.asarray(x)
+    """`x` as a float32 array of shape (n, input_dim) of finite numbers, or a clear error.
+
+    Raises:
+        TypeError: For inputs that are not numbers (strings, objects).
+        ValueError: For a wrong shape, no examples, or NaN / infinite values
+            (with their count and the first example holding one).
+    """
+    try:
+        x = np.asarray(x)
+    except ValueError as e:  # ragged nested lists
+        raise ValueError(f"`{name}` must be an array of shape (n, {input_dim}): {e}") from None
+    if x.dtype.kind not in "biuf":
+        raise TypeError(f"`{name}` must hold numbers; received an array of dtype {x.dtype}.")
     if x.ndim != 2 or x.shape[1] != input_dim:
         raise ValueError(f"`{name}` must have shape (n, {input_dim}); received shape {x.shape}.")
+    if len(x) == 0:
+        raise ValueError(f"`{name}` holds no examples.")
+    x = x.astype("float32", copy=False)
+    finite = np.isfinite(x)
+    if not finite.all():
+        first = int(np.flatnonzero(~finite.all(axis=1))[0])
+        raise ValueError(
+            f"`{name}` holds {int((~finite).sum())} NaN or infinite values (the first in example "
+            f"{first}): clean or drop those examples before training."
+        )
     return x
 
 
+def check_labels(y, n, num_classes=None, name="y"):
+    """Integer class ids for `n` examples, in [0, num_classes), or a clear error.
+
+    Args:
+        y: Labels: shape (n,) or (n, 1), integers (floats holding whole numbers
+            are accepted).
+        n: Number of examples they label.
+        num_classes: Number of classes of a sparse categorical loss (None: no
+            range check).
+        name: The argument's name, for the messages.
+
+    Returns:
+        The labels as a 1-D NumPy array.
+
+    Raises:
+        TypeError: For labels that are not numbers.
+        ValueError: For one-hot labels, a length mismatch, non-integers, or ids
+            out of range.
+    """
+    y = np.asarray(y)
+    if y.dtype.kind not in "biuf":
+        raise TypeError(f"`{name}` must hold integer class ids; received an array of dtype {y.dtype}.")
+    if y.ndim == 2 and y.shape[1] > 1:
+        raise ValueError(
+            f"`{name}` has shape {y.shape}: it looks one-hot, but the model is compiled with a sparse "
+            f"loss that takes class ids: pass `{name}.argmax(axis=1)`."
+        )
+    if y.ndim == 2:
+        y = y[:, 0]
+    if y.ndim != 1 or len(y) != n:
+        raise ValueError(f"`{name}` must hold one class id per example ({n}); received shape {y.shape}.")
+    if y.dtype.kind == "f":
+        bad = ~np.isfinite(y) | (y != np.round(y))
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"`{name}` must hold integer class ids; example {first} has {y[first]!r} "
+                f"({int(bad.sum())} such labels)."
+            )
+        y = y.astype("int64")
+    if num_classes is not None and len(y):
+        bad = (y < 0) | (y >= num_classes)
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"`{name}` must hold class ids in [0, {num_classes}) for this {num_classes}-class "
+                f"model; example {first} has {y[first]} ({int(bad.sum())} labels out of range)."
+            )
+    return y
+
+
+def check_element_spec(dataset, input_dim, name="x"):
+    """Checks that a `tf.data.Dataset` yields `(inputs, labels)` that fit the model.
+
+    Raises:
+        ValueError: For elements without labels or inputs of the wrong width.
+        TypeError: For inputs or labels that are not numbers.
+    """
+    spec = dataset.element_spec
+    if not isinstance(spec, tuple) or len(spec) < 2:
+        raise ValueError(
+            f"The dataset `{name}` must yield (inputs, labels) pairs; its elements are {spec}. "
+            "Zip the labels in: tf.data.Dataset.zip((inputs, labels))."
+        )
+    x_spec, y_spec = spec[0], spec[1]
+    if not hasattr(x_spec, "shape") or not (x_spec.dtype.is_floating or x_spec.dtype.is_integer):
+        raise TypeError(f"The dataset `{name}` must yield numeric inputs; received {x_spec}.")
+    if x_spec.shape.rank is None or x_spec.shape[-1] != input_dim:
+        raise ValueError(
+            f"The dataset `{name}` must yield inputs of width {input_dim} (shape (..., {input_dim})); "
+            f"received inputs of shape {x_spec.shape}."
+        )
+    if not hasattr(y_spec, "dtype") or not (y_spec.dtype.is_floating or y_spec.dtype.is_integer):
+        raise TypeError(f"The dataset `{name}` must yield numeric labels (class ids); received {y_spec}.")
+
+
+def epoch_order(n, seed, epoch):
+    """The order in which epoch `epoch` visits `n` examples: a permutation seeded by (seed, epoch).
+
+    A function of the seed and the epoch only, so an epoch sees the same order
+    whether the run was interrupted and resumed or not, and every epoch a new one.
+
+    Example:
+        >>> epoch_order(5, seed=0, epoch=0).tolist() == epoch_order(5, seed=0, epoch=0).tolist()
+        True
+    """
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(int(n))
+
+
 class EpochPipeline:
-    """The training data of one `fit`, batched anew whenever the batch size changes.
+    """The training data of one `fit`, served per epoch at that epoch's batch size.
 
     Args:
         x: NumPy inputs (n, input_dim) or a `tf.data.Dataset` of `(x, y)`
@@ -99,22 +209,27 @@ class EpochPipeline:
         rebatch: The batch size changes between epochs (DynHP): a dataset must
             then be unbatched.
         shuffle: Shuffle (seeded) every epoch.
-        seed: Seed of the shuffle.
+        seed: Seed of the shuffle; None draws one from NumPy's global generator
+            (which `keras.utils.set_random_seed` seeds).
 
     Attributes:
         n: Number of training examples (the N of the L0 penalty, eq. 5).
 
-    Shuffling: a pipeline (re)built at epoch e is seeded with `seed + e`; a
-    pipeline kept across epochs reshuffles at every pass. So every epoch sees a
-    fresh order, also when DynHP rebuilds the pipeline for a new batch size
-    (with `seed` alone, each rebuild would replay the previous first order).
+    Shuffling: epoch e visits the examples in :func:`epoch_order` (seed, e), a
+    fresh order every epoch, the same one after a resume, also when DynHP
+    changes the batch size. Arrays are held once as tensors and each batch is
+    gathered from them, so a new batch size costs no copy of the data. A
+    batched `tf.data.Dataset` is used as given (it shuffles itself, or not).
     """
 
-    def __init__(self, x, y, input_dim, rebatch=False, shuffle=True, seed=None):
+    def __init__(self, x, y, input_dim, rebatch=False, shuffle=True, seed=None, num_classes=None):
         self._fixed = None
+        self._shuffle = shuffle
+        self._seed = int(np.random.randint(2**31 - 1)) if seed is None else int(seed)
         if is_dataset(x):
             if y is not None:
                 raise ValueError("Pass labels inside the dataset, not as `y`, when `x` is a tf.data.Dataset.")
+            check_element_spec(x, input_dim)
             batched = is_batched(x, example_rank=1)
             if batched and rebatch:
                 raise ValueError(
@@ -125,21 +240,23 @@ class EpochPipeline:
             self.n = count_examples(x, batched)
             if batched:
                 card = int(x.cardinality())
-                self._fixed, self._steps = x, (card if card > 0 else None)
+                if card < 0:  # count the batches too, and tell Keras
+                    card = int(x.reduce(tf.constant(0, tf.int64), lambda total, _: total + 1))
+                    x = x.apply(tf.data.experimental.assert_cardinality(card))
+                self._fixed, self._steps = x, card
                 return
             if int(x.cardinality()) < 0:  # now known: tell Keras (no "ran out of data")
                 x = x.apply(tf.data.experimental.assert_cardinality(self.n))
-            self._x, self._y = x, None
+            self._source, self._tensors = x, None
         else:
             if x is None or y is None:
                 raise ValueError("`fit` needs `x` and `y` arrays, or a tf.data.Dataset as `x`.")
-            x = check_inputs(x, input_dim).astype("float32", copy=False)
-            y = np.asarray(y)
-            if len(y) != len(x):
+            x = check_inputs(x, input_dim)
+            if len(np.asarray(y)) != len(x) and np.ndim(y) == 1:
                 raise ValueError(f"`x` and `y` have different lengths: {len(x)} and {len(y)}.")
-            self.n, self._x, self._y = len(x), x, y
-        self._shuffle, self._seed = shuffle, seed
-        self._batch, self._dataset = None, None
+            y = check_labels(y, len(x), num_classes)
+            self.n, self._source = len(x), None
+            self._tensors = (tf.constant(x), tf.constant(y))
 
     def steps(self, batch_size):
         """Steps of one epoch at `batch_size` (None when unknown)."""
@@ -148,14 +265,24 @@ class EpochPipeline:
         return math.ceil(self.n / batch_size) if self.n else None
 
     def dataset(self, batch_size, epoch=0):
-        """The batched dataset of `epoch` (rebuilt only when `batch_size` changed)."""
+        """The batched dataset of epoch `epoch`."""
         if self._fixed is not None:
             return self._fixed
-        if batch_size != self._batch:
-            self._batch = batch_size
-            seed = None if self._seed is None else int(self._seed) + int(epoch)
-            self._dataset = make_dataset(self._x, self._y, batch_size, shuffle=self._shuffle, seed=seed)
-        return self._dataset
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+            raise ValueError(f"`batch_size` must be a positive integer; received {batch_size!r}.")
+        if self._source is not None:
+            ds = self._source
+            if self._shuffle:
+                ds = ds.shuffle(max(self.n, 1), seed=self._seed + int(epoch), reshuffle_each_iteration=False)
+            return ds.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
+        order = epoch_order(self.n, self._seed, epoch) if self._shuffle else np.arange(self.n)
+        xs, ys = self._tensors
+
+        def gather(index):
+            return tf.gather(xs, index), tf.gather(ys, index)
+
+        ds = tf.data.Dataset.from_tensor_slices(order).batch(int(batch_size))
+        return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def count_examples(dataset, batched):
@@ -190,11 +317,15 @@ def count_examples(dataset, batched):
     return n
 
 
-def validation_dataset(validation_data, input_dim, batch_size=None):
-    """`validation_data` as a batched dataset: `(x_val, y_val)` arrays or a dataset (kept)."""
-    if validation_data is None or is_dataset(validation_data):
+def validation_dataset(validation_data, input_dim, batch_size=None, num_classes=None):
+    """`validation_data` as a batched dataset: `(x_val, y_val)` arrays (checked) or a dataset (kept)."""
+    if validation_data is None:
+        return None
+    if is_dataset(validation_data):
+        check_element_spec(validation_data, input_dim, name="validation_data")
         return validation_data
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
         raise ValueError("`validation_data` must be a tuple (x_val, y_val) or a tf.data.Dataset.")
-    xv = check_inputs(validation_data[0], input_dim, name="validation_data[0]").astype("float32", copy=False)
-    return make_dataset(xv, np.asarray(validation_data[1]), batch_size or 256, shuffle=False)
+    xv = check_inputs(validation_data[0], input_dim, name="validation_data[0]")
+    yv = check_labels(validation_data[1], len(xv), num_classes, name="validation_data[1]")
+    return make_dataset(xv, yv, batch_size or 256, shuffle=False)

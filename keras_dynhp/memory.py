@@ -27,6 +27,7 @@ Example:
     1.041
 """
 
+import math
 import re
 import resource
 import sys
@@ -113,6 +114,8 @@ def parse_bytes(value):
         n = float(m.group(1)) * _UNITS[m.group(2).lower()]
     else:
         raise ValueError(f"Cannot parse memory size {value!r}: expected a number or a string.")
+    if not math.isfinite(n):
+        raise ValueError(f"Memory size must be finite; received {value!r}.")
     if not n > 0:
         raise ValueError(f"Memory size must be positive; received {value!r}.")
     return int(n)

@@ -39,6 +39,8 @@ class DynHPModel(keras.Model):
             l's output units.
         input_dim: Width of the inputs.
         input_indices: Surviving input features (None: all).
+        training_state: Where training stands (`epoch`, `memory_total_bytes`,
+            `batch_size`), kept up to date by `fit` and saved with the model.
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -47,7 +49,7 @@ class DynHPModel(keras.Model):
         75
     """
 
-    def __init__(self, gated_layers, input_dim, input_indices=None, **kwargs):
+    def __init__(self, gated_layers, input_dim, input_indices=None, training_state=None, **kwargs):
         super().__init__(**kwargs)
         if not gated_layers:
             raise ValueError("`gated_layers` must contain at least one L0Dense layer.")
@@ -66,6 +68,9 @@ class DynHPModel(keras.Model):
         self.gated_layers = layers
         self._variance_every = None
         self._report_variance = False
+        # Where training stands (saved with the model, so `fit(initial_epoch=...)` resumes it):
+        # epochs finished, running sum of the paper's MO, and the next epoch's batch size.
+        self.training_state = dict(training_state or {})
         self.variance_tracker = keras.metrics.Mean(name="grad_var_l1")
         self.data_loss_tracker = keras.metrics.Mean(name="data_loss")
         self.build((None, self.input_dim))
@@ -183,6 +188,7 @@ class DynHPModel(keras.Model):
             "gated_layers": [keras.saving.serialize_keras_object(layer) for layer in self.gated_layers],
             "input_dim": self.input_dim,
             "input_indices": self.feature_select.indices,
+            "training_state": dict(self.training_state),
         }
         return config
 
@@ -302,27 +308,56 @@ class DynHPModel(keras.Model):
         """
         if mode not in MODES:
             raise ValueError(f"Unknown `mode`={mode!r}; expected one of {MODES}.")
-        if self.optimizer is None or not self.compiled:
+        if getattr(self, "optimizer", None) is None or not self.compiled:
             raise ValueError("Compile the model before calling `fit` (build_mlp compiles it for you).")
-        if isinstance(epochs, bool) or int(epochs) != epochs or epochs < 0:
-            raise ValueError(f"`epochs` must be a non-negative integer; received {epochs!r}.")
+        for name, value, low in (("epochs", epochs, 0), ("initial_epoch", initial_epoch, 0)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"`{name}` must be an integer >= {low}; received {name}={value!r}.")
+        if initial_epoch > epochs:
+            raise ValueError(f"`initial_epoch` ({initial_epoch}) is past `epochs` ({epochs}).")
+        if mode == "dynhp" and batch_size is not None:
+            raise ValueError(
+                'mode="dynhp" sets the batch size itself: pass `initial_batch_size` (the first '
+                "epoch's batch, default 16) instead of `batch_size`.")
+        resuming = initial_epoch > 0 and self.training_state.get("epoch") == initial_epoch
+        if resuming and mode == "dynhp" and batch_policy is None and self.training_state.get("batch_size"):
+            initial_batch_size = int(self.training_state["batch_size"])  # where the run stopped
         pruning, batch_policy = training.resolve_policies(
             mode, batch_size, gamma, min_units, prune_start_epoch, alpha_bs, memory_budget,
             initial_batch_size, variance_every, pruning, batch_policy)
+        if pruning is not None and pruning.min_units > min(self.units()):
+            raise ValueError(
+                f"`min_units`={pruning.min_units} is larger than a gated layer of this model (units "
+                f"{self.units()}): no layer can drop below min_units, so lower it.")
+        training.check_callbacks(callbacks, pruning)
         batch_policy.check_fits(self.count_params_stored(), self.example_size)
         verbose = 1 if verbose == "auto" else int(verbose)
 
-        pipeline = EpochPipeline(x, y, self.input_dim, rebatch=mode == "dynhp", shuffle=shuffle, seed=seed)
+        num_classes = self.gated_layers[-1].output_units if self._sparse_labels() else None
+        pipeline = EpochPipeline(x, y, self.input_dim, rebatch=mode == "dynhp", shuffle=shuffle, seed=seed,
+                                 num_classes=num_classes)
+        if pipeline.n is not None and batch_policy.batch_size > pipeline.n:
+            raise ValueError(
+                f"The first batch ({batch_policy.batch_size}) is larger than the {pipeline.n} training "
+                "examples: lower the batch size (`batch_size` or `initial_batch_size`).")
         self._set_dataset_size(pipeline.n)
-        validation = validation_dataset(validation_data, self.input_dim, validation_batch_size)
+        validation = validation_dataset(validation_data, self.input_dim, validation_batch_size, num_classes)
         self._configure_train_step(batch_policy.variance_every if batch_policy.measures_variance else None)
         try:
-            return training.run_epochs(self, super().fit, pipeline, validation, epochs, initial_epoch,
-                                       callbacks, verbose, pruning, batch_policy)
+            return training.run_epochs(
+                self, super().fit, pipeline, validation, epochs, initial_epoch, callbacks, verbose,
+                pruning, batch_policy,
+                memory_total_bytes=self.training_state.get("memory_total_bytes", 0) if resuming else 0)
         finally:
             if self._report_variance:  # evaluate / predict report the loss and compiled metrics only
                 self._report_variance = False
                 self.test_function = None
+
+    def _sparse_labels(self):
+        """Whether the compiled loss takes class ids (sparse categorical cross-entropy)."""
+        loss = getattr(self, "loss", None)
+        name = loss if isinstance(loss, str) else getattr(loss, "name", type(loss).__name__)
+        return "sparse_categorical" in str(name)
 
     # ------------------------------------------------------------- helpers
     def _configure_train_step(self, variance_every):

@@ -137,6 +137,10 @@ def prune_model(model, gamma=0.5, min_units=1, policy=None):
     Returns:
         A dict report: `units_before`, `units_after` (gated input units per layer),
         `pruned` (per layer), `changed` (bool), `seconds` (surgery time).
+
+    The smaller layers are built before the model is touched, and an error or
+    interrupt while they are swapped in puts the old ones back: the model is
+    either pruned or as it was, never half-pruned.
     """
     start = time.perf_counter()
     policy = policy or HardPruning(gamma, min_units)
@@ -172,11 +176,19 @@ def prune_model(model, gamma=0.5, min_units=1, policy=None):
                     lambda value, axes=axes, rows=rows, cols=cols: slice_array(value, *axes, rows, cols))
                 replaced[id(old_var)] = (new_var, slicer)
             new_layers.append(new)
-        if keep_features is not None:
-            model.select_features(keep_features)
-        model.replace_gated_layers(new_layers)
-        if old_optimizer is not None and getattr(old_optimizer, "built", False):
-            carry_optimizer_state(model, old_optimizer, old_variables, replaced)
+        old_features = model.feature_select.indices
+        try:  # all or nothing: an error or Ctrl-C in here leaves the model as it was
+            if keep_features is not None:
+                model.select_features(keep_features)
+            model.replace_gated_layers(new_layers)
+            if old_optimizer is not None and getattr(old_optimizer, "built", False):
+                carry_optimizer_state(model, old_optimizer, old_variables, replaced)
+        except BaseException:
+            model.feature_select.set_indices(old_features)
+            model.replace_gated_layers(layers)
+            model.optimizer = old_optimizer
+            model.invalidate_functions()
+            raise
         model.invalidate_functions()
     after = [layer.gated_units for layer in model.gated_layers]
     return {

@@ -13,7 +13,11 @@ validation and callbacks behave as usual; user callbacks see one training run
 whose epoch-end logs carry the pruning and memory figures.
 """
 
+import math
+import warnings
+
 import keras
+from keras import ops
 
 from keras_dynhp import memory, surgery
 from keras_dynhp.batch_size import DynamicBatchSize, FixedBatchSize
@@ -65,17 +69,57 @@ def resolve_policies(mode, batch_size=None, gamma=0.5, min_units=1, prune_start_
     return (policy if mode in ("hp", "dynhp") else None), batch_policy
 
 
+class PruningWarning(UserWarning):
+    """Hard pruning removed a large part of a layer in one epoch, or brought it down to `min_units`."""
+
+
+class DivergenceError(ValueError):
+    """Training produced a NaN or infinite loss; the model was restored to its last finished epoch."""
+
+
+#: Fraction of a layer's units whose removal in one epoch triggers a PruningWarning.
+WARN_PRUNED_FRACTION = 0.5
+
+
+def check_callbacks(callbacks, pruning):
+    """Rejects callbacks that cannot work across hard pruning (weights change shape)."""
+    if pruning is None:
+        return
+    for cb in callbacks or []:
+        if isinstance(cb, keras.callbacks.EarlyStopping) and cb.restore_best_weights:
+            raise ValueError(
+                "EarlyStopping(restore_best_weights=True) cannot restore weights across hard pruning "
+                "(the weights change shape at every pruning epoch). Use restore_best_weights=False, or "
+                "keras.callbacks.ModelCheckpoint(path, save_best_only=True) and load the best model "
+                "with keras_dynhp.load_model.")
+
+
+def _snapshot(model):
+    """Copies of the weights and the optimizer state (to restore a diverged epoch)."""
+    optimizer = getattr(model, "optimizer", None)
+    opt_vars = list(optimizer.variables) if optimizer is not None and optimizer.built else []
+    return ([(v, ops.convert_to_numpy(v)) for v in model.variables]
+            + [(v, ops.convert_to_numpy(v)) for v in opt_vars])
+
+
+def _restore(snapshot):
+    for variable, value in snapshot:
+        variable.assign(value)
+
+
 class _Forwarder(keras.callbacks.Callback):
     """Forwards per-batch and validation events of an inner one-epoch `fit`.
 
     Train begin/end and epoch end are driven by the loop itself, so user
     callbacks see one training run and the epoch-end logs include the pruning
-    and memory figures.
+    and memory figures. It also stops the epoch at the first step whose loss is
+    not finite (`diverged` then holds the step).
     """
 
     def __init__(self, callback_list):
         super().__init__()
         self.callback_list = callback_list
+        self.diverged = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self.callback_list.on_epoch_begin(epoch, logs)
@@ -84,6 +128,11 @@ class _Forwarder(keras.callbacks.Callback):
         self.callback_list.on_train_batch_begin(batch, logs)
 
     def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.diverged = (batch, float(loss))
+            self.model.stop_training = True
+            return
         self.callback_list.on_train_batch_end(batch, logs)
 
     def on_test_begin(self, logs=None):
@@ -100,7 +149,7 @@ class _Forwarder(keras.callbacks.Callback):
 
 
 def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, callbacks, verbose,
-               pruning, batch_policy):
+               pruning, batch_policy, memory_total_bytes=0):
     """Runs the epochs of one `fit` (see the module docstring); returns the History.
 
     Args:
@@ -112,6 +161,11 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
         callbacks: User callbacks.
         pruning: :class:`~keras_dynhp.pruning.HardPruning` or None (sp).
         batch_policy: The batch policy (its `batch_size` is the first epoch's).
+        memory_total_bytes: Running sum of MO of the epochs before `initial_epoch`.
+
+    After every epoch (before the callbacks, so a checkpoint saves it)
+    `model.training_state` records the epochs done, the running memory total
+    and the next batch size.
     """
     history = keras.callbacks.History()
     user_callbacks = list(callbacks or [])
@@ -120,19 +174,28 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
         user_callbacks + [history], add_progbar=verbose != 0, verbose=verbose, epochs=epochs,
         steps=pipeline.steps(batch), model=model,
     )
-    total_bytes = 0
+    total_bytes = int(memory_total_bytes)
     model.stop_training = False
     callback_list.on_train_begin()
     for epoch in range(initial_epoch, epochs):
         callback_list.set_params({"verbose": verbose, "epochs": epochs, "steps": pipeline.steps(batch)})
+        snapshot = _snapshot(model)  # the model as the last finished epoch left it
         for layer in model.gated_layers:
             layer.reset_gate_stats()
         params_in_epoch = model.count_params_stored()
+        forwarder = _Forwarder(callback_list)
         inner = keras_fit(
             pipeline.dataset(batch, epoch), epochs=epoch + 1, initial_epoch=epoch, verbose=0,
-            callbacks=[_Forwarder(callback_list)], validation_data=validation,
+            callbacks=[forwarder], validation_data=validation,
             shuffle=False,  # the pipeline shuffles (seeded) itself
         )
+        if forwarder.diverged is not None:
+            _restore(snapshot)
+            step, loss = forwarder.diverged
+            raise DivergenceError(
+                f"The loss became {loss} at step {step + 1} of epoch {epoch + 1}: training stopped and the "
+                f"model was restored to the end of epoch {epoch} (before this one). Lower the learning "
+                "rate or the L0 lambda, or check the data for extreme values.")
         logs = {k: v[-1] for k, v in inner.history.items() if v and k not in _TRAINING_ONLY}
         if not logs:  # the epoch was stopped before it logged anything
             break
@@ -148,6 +211,7 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
         report = None
         if pruning is not None and pruning.prunes_after(epoch):
             report = surgery.prune_model(model, policy=pruning)
+            _warn_about(report, epoch, pruning.min_units)
         for i, (units, active) in enumerate(zip(model.units(), model.expected_active_units())):
             logs[f"units_{i}"] = units
             logs[f"expected_active_{i}"] = active
@@ -166,6 +230,8 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
         else:
             logs.pop("grad_var_l1", None)
             logs.pop("data_loss", None)
+        model.training_state = {"epoch": epoch + 1, "memory_total_bytes": int(total_bytes),
+                                "batch_size": int(batch)}
         if report and report["changed"]:
             for cb in user_callbacks:
                 if hasattr(cb, "on_prune"):
@@ -177,6 +243,21 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
             break
     callback_list.on_train_end()
     return history
+
+
+def _warn_about(report, epoch, min_units):
+    for i, (before, after) in enumerate(zip(report["units_before"], report["units_after"])):
+        if after == before:
+            continue
+        if after <= min_units:
+            warnings.warn(
+                f"Epoch {epoch + 1}: hard pruning brought gated layer {i} down to min_units "
+                f"({before} -> {after} units): gamma may be too high for this lambda.",
+                PruningWarning, stacklevel=4)
+        elif before - after > WARN_PRUNED_FRACTION * before:
+            warnings.warn(
+                f"Epoch {epoch + 1}: hard pruning removed {before - after} of the {before} units of gated "
+                f"layer {i} at once.", PruningWarning, stacklevel=4)
 
 
 def progress_line(epoch, epochs, logs, n_layers):

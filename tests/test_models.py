@@ -89,3 +89,76 @@ def test_fit_argument_errors(fashion_subset):
         model.fit(x, y, mode="dynhp", alpha_bs=1.0, memory_budget="2MiB")
     with pytest.raises(ValueError, match="memory_budget"):
         model.fit(x, y, mode="dynhp")
+
+
+# ----------------------------------------------------------- bad input: clear errors
+def _small_model():
+    return keras_dynhp.build_mlp([12, 8], input_dim=20, num_classes=4, seed=0)
+
+
+@pytest.mark.parametrize("mutate, error, message", [
+    (lambda x, y: (np.where(np.arange(x.size).reshape(x.shape) == 45, np.nan, x), y), ValueError,
+     r"1 NaN or infinite values \(the first in example 2\)"),
+    (lambda x, y: (np.where(np.arange(x.size).reshape(x.shape) == 3, np.inf, x), y), ValueError,
+     "NaN or infinite"),
+    (lambda x, y: (x, y + 0.5), ValueError, "integer class ids; example 0"),
+    (lambda x, y: (x, np.where(np.arange(len(y)) == 5, 12, y)), ValueError,
+     r"class ids in \[0, 4\).*example 5 has 12"),
+    (lambda x, y: (x, np.where(np.arange(len(y)) == 7, -1, y)), ValueError, "example 7 has -1"),
+    (lambda x, y: (x, np.eye(4)[y]), ValueError, "one-hot"),
+    (lambda x, y: (x, y.astype(str)), TypeError, "integer class ids"),
+    (lambda x, y: (x.astype(str), y), TypeError, "must hold numbers"),
+    (lambda x, y: (x[:0], y[:0]), ValueError, "no examples"),
+    (lambda x, y: (x, y[:-1]), ValueError, "different lengths"),
+])
+def test_bad_arrays_are_clear_errors(mutate, error, message):
+    x, y = _xy(32)
+    x, y = mutate(x, y)
+    with pytest.raises(error, match=message):
+        _small_model().fit(x, y, epochs=1, batch_size=8, verbose=0)
+
+
+def test_whole_float_labels_are_accepted_and_validation_data_is_named():
+    x, y = _xy(32)
+    model = _small_model()
+    model.fit(x, y.astype("float32"), epochs=1, batch_size=8, verbose=0)
+    with pytest.raises(ValueError, match=r"`validation_data\[0\]` must have shape \(n, 20\)"):
+        model.fit(x, y, epochs=1, batch_size=8, verbose=0, validation_data=(x[:, :5], y))
+    with pytest.raises(ValueError, match=r"`validation_data\[1\]`.*class ids in \[0, 4\)"):
+        model.fit(x, y, epochs=1, batch_size=8, verbose=0, validation_data=(x, y + 4))
+
+
+def test_bad_datasets_are_clear_errors():
+    x, y = _xy(32)
+    model = _small_model()
+    with pytest.raises(ValueError, match=r"\(inputs, labels\) pairs"):
+        model.fit(tf.data.Dataset.from_tensor_slices(x), epochs=1, mode="dynhp", memory_budget="1MiB",
+                  verbose=0)
+    with pytest.raises(ValueError, match="width 20"):
+        model.fit(tf.data.Dataset.from_tensor_slices((x[:, :7], y)).batch(8), epochs=1, verbose=0)
+    with pytest.raises(TypeError, match="numeric labels"):
+        model.fit(tf.data.Dataset.from_tensor_slices((x, y.astype(str))).batch(8), epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"initial_epoch": -2}, "initial_epoch"),
+    ({"initial_epoch": 5, "epochs": 2}, "past `epochs`"),
+    ({"mode": "dynhp", "batch_size": 0, "memory_budget": "1MiB"}, "initial_batch_size"),
+    ({"mode": "hp", "min_units": 50}, "min_units"),
+    ({"mode": "dynhp", "memory_budget": "1MiB", "initial_batch_size": 500}, "larger than the 32"),
+    ({"batch_size": 64}, "larger than the 32"),
+    ({"mode": "dynhp", "memory_budget": float("inf")}, "finite"),
+    ({"mode": "dynhp", "memory_budget": "1e400B"}, "finite"),
+])
+def test_bad_fit_arguments_are_clear_errors(kwargs, message):
+    x, y = _xy(32)
+    kwargs = {"epochs": 1, "verbose": 0, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        _small_model().fit(x, y, **kwargs)
+
+
+def test_uncompiled_model_says_compile():
+    model = keras_dynhp.build_mlp([12, 8], input_dim=20, num_classes=4, compile=False)
+    x, y = _xy(32)
+    with pytest.raises(ValueError, match="Compile the model"):
+        model.fit(x, y, epochs=1, verbose=0)

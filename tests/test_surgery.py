@@ -1,5 +1,6 @@
 import keras
 import numpy as np
+import pytest
 
 import keras_dynhp
 from keras_dynhp import surgery
@@ -118,3 +119,29 @@ def test_checkpoint_callback_after_pruning_epoch(tmp_path):
     for a, b in zip(model.optimizer.variables, loaded.optimizer.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     loaded.fit(x, y, epochs=3, initial_epoch=2, batch_size=16, mode="hp", verbose=0)
+
+
+def test_surgery_is_all_or_nothing(monkeypatch):
+    model = _model()
+    x, y = _data()
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    for layer in model.gated_layers:
+        _set_stats(layer, np.linspace(0, 1, layer.input_dim))
+    arch, weights = model.architecture(), [w.copy() for w in model.get_weights()]
+    optimizer, indices = model.optimizer, model.feature_select.indices
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(surgery, "carry_optimizer_state", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        surgery.prune_model(model, gamma=0.5)
+    assert model.architecture() == arch and model.optimizer is optimizer
+    assert model.feature_select.indices == indices
+    for a, b in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0)  # still trains
+    monkeypatch.undo()
+    for layer in model.gated_layers:
+        _set_stats(layer, np.linspace(0, 1, layer.input_dim))
+    assert surgery.prune_model(model, gamma=0.5)["changed"]

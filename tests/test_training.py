@@ -124,3 +124,67 @@ def test_resolve_policies():
     with pytest.raises(ValueError, match="gamma"):
         training.resolve_policies("hp", gamma=2.0)
 
+
+
+def _tiny(seed=0, **kw):
+    return keras_dynhp.build_mlp([12, 8], input_dim=20, num_classes=4, seed=seed, **kw)
+
+
+def _xy(n=128, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 20)).astype("float32"), rng.integers(0, 4, n)
+
+
+def test_divergence_stops_with_a_clear_error_and_restores_the_last_epoch():
+    import keras
+
+    x, y = _xy()
+    model = _tiny()
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0, seed=0)
+    model.optimizer.learning_rate.assign(1e38)  # the weights overflow within a few steps
+    before = [v.numpy().copy() for v in model.variables]
+    before_opt = [v.numpy().copy() for v in model.optimizer.variables]
+    with pytest.raises(training.DivergenceError, match=r"at step \d+ of epoch 2.*restored to the end of epoch 1"):
+        model.fit(x, y, epochs=2, initial_epoch=1, batch_size=16, verbose=0, seed=0)
+    for a, v in zip(before, model.variables):
+        np.testing.assert_array_equal(a, v.numpy())
+    for a, v in zip(before_opt, model.optimizer.variables):  # moments, iterations, learning rate
+        np.testing.assert_array_equal(a, v.numpy())
+    assert int(model.optimizer.iterations) == 8
+    assert isinstance(keras.ops.convert_to_numpy(model.predict(x[:2], verbose=0)), np.ndarray)
+
+
+def test_collapsing_a_layer_warns():
+    x, y = _xy(256)
+    model = _tiny(l0_lambda=50.0, learning_rate=0.05, droprate_init=0.8)
+    with pytest.warns(training.PruningWarning, match="min_units|at once"):
+        model.fit(x, y, epochs=2, batch_size=16, mode="hp", gamma=0.99, verbose=0)
+
+
+def test_early_stopping_that_restores_weights_is_rejected_across_pruning():
+    import keras
+
+    x, y = _xy()
+    stop = keras.callbacks.EarlyStopping(monitor="loss", restore_best_weights=True)
+    with pytest.raises(ValueError, match="restore_best_weights"):
+        _tiny().fit(x, y, epochs=1, mode="hp", callbacks=[stop], verbose=0)
+    _tiny().fit(x, y, epochs=1, mode="sp", callbacks=[stop], verbose=0)  # no pruning: fine
+
+
+@pytest.mark.parametrize("mode", ["hp", "dynhp"])
+def test_resumed_run_equals_an_uninterrupted_one(mode, tmp_path):
+    kwargs = dict(mode=mode, seed=3, verbose=0)
+    kwargs.update({"memory_budget": "64KiB", "alpha_bs": 0.5} if mode == "dynhp" else {"batch_size": 16})
+    x, y = _xy(256)
+    straight = _tiny(l0_lambda=2.0, droprate_init=0.6)
+    h = straight.fit(x, y, epochs=3, **kwargs)
+    first = _tiny(l0_lambda=2.0, droprate_init=0.6)
+    first.fit(x, y, epochs=2, **kwargs)
+    first.save(tmp_path / "m.keras")
+    resumed = keras_dynhp.load_model(tmp_path / "m.keras")
+    h2 = resumed.fit(x, y, epochs=3, initial_epoch=2, **kwargs)
+    assert resumed.architecture() == straight.architecture()
+    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert h2.history["memory_total_bytes"][-1] == h.history["memory_total_bytes"][-1]
+    assert h2.history["batch_size"][-1] == h.history["batch_size"][-1]

@@ -173,6 +173,20 @@ class GatedLayer:
         self.gate_active_count.assign(ops.zeros_like(self.gate_active_count))
         self.gate_observations.assign(0.0)
 
+    # -------------------------------------------------------- saving
+    def save_own_variables(self, store):
+        """Saves the weights and, after them, the gate-noise state (so a resumed run goes on exactly)."""
+        super().save_own_variables(store)
+        store[str(len(self.weights))] = self.seed_generator.state
+
+    def load_own_variables(self, store):
+        """Loads what :meth:`save_own_variables` wrote (files without the noise state load too)."""
+        n = len(self.weights)
+        if len(store.keys()) == n + 1:
+            self.seed_generator.state.assign(store[str(n)])
+            store = {str(i): store[str(i)] for i in range(n)}
+        super().load_own_variables(store)
+
     # ----------------------------------------------- owned by each layer type
     @property
     def output_units(self):
