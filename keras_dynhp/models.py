@@ -348,6 +348,12 @@ class DynHPModel(keras.Model):
                 self, super().fit, pipeline, validation, epochs, initial_epoch, callbacks, verbose,
                 pruning, batch_policy,
                 memory_total_bytes=self.training_state.get("memory_total_bytes", 0) if resuming else 0)
+        except tf.errors.InvalidArgumentError as e:  # a bad batch that only a dataset can hide
+            first = str(e.message).strip().splitlines()[0][:300]
+            raise ValueError(
+                f"A training or validation batch could not be used ({first}). Check that the labels are "
+                f"class ids in [0, {self.gated_layers[-1].output_units}) and the inputs are finite "
+                f"numbers of width {self.input_dim}.") from None
         finally:
             if self._report_variance:  # evaluate / predict report the loss and compiled metrics only
                 self._report_variance = False

@@ -162,3 +162,10 @@ def test_uncompiled_model_says_compile():
     x, y = _xy(32)
     with pytest.raises(ValueError, match="Compile the model"):
         model.fit(x, y, epochs=1, verbose=0)
+
+
+def test_bad_labels_inside_a_dataset_are_a_clear_error():
+    x, y = _xy(32)
+    ds = tf.data.Dataset.from_tensor_slices((x, np.where(np.arange(32) == 9, 12, y))).batch(8)
+    with pytest.raises(ValueError, match=r"class ids in \[0, 4\)"):
+        _small_model().fit(ds, epochs=1, verbose=0)
