@@ -17,7 +17,7 @@ $(STAMP): setup.py
 install: $(STAMP)
 
 data: install
-	$(BIN)/python -m keras_dynhp.experiments.datasets fetch
+	$(BIN)/keras-dynhp data fetch
 
 # A short DynHP run on Fashion-MNIST through the CLI: model, compact model, .tflite,
 # history, plots and a summary table against a dense Keras MLP of the same shape.

@@ -6,7 +6,7 @@ Runs, on all 60k Fashion-MNIST training images and the 10k test images:
 SP at batch 128, HP at batch 128 and DynHP (initial batch 16, budget = the
 per-epoch memory of SP at batch 128 = 1,433.45 KiB) for two alpha_bs values,
 then prints test error, final model size, training memory (paper accounting)
-and wall time. Runs are resumable (see `keras_dynhp.experiments.reproduce`); delete the
+and wall time. Runs are resumable (see `keras_dynhp.experiments.harness`); delete the
 output directory to re-measure wall times.
 
 The default lambda is [0.05, 0.05, 0.5] (input, hidden, hidden layer): with the
@@ -16,12 +16,9 @@ would show no pruning; pass `--lambda 0.01` for the paper's value.
 
 import argparse
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from keras_dynhp.experiments import reproduce  # noqa: E402
+from keras_dynhp.experiments import reproduce
 
 
 def main():
@@ -41,7 +38,8 @@ def main():
     start = time.perf_counter()
     reproduce.run(args.output, profile, lam=lam, learning_rate=args.learning_rate, budget="paper",
                   verbose=2)
-    print(open(os.path.join(args.output, "table.md")).read().split("\n\nUnits")[0])
+    with open(os.path.join(args.output, "table.md")) as f:
+        print(f.read().split("\n\nUnits")[0])
     print(f"\n{args.epochs} epochs, lambda {lam}, lr {args.learning_rate}; "
           f"{time.perf_counter() - start:.0f} s this invocation (runs finished earlier are reused)")
 

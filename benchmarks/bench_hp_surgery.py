@@ -9,6 +9,7 @@ import time
 import numpy as np
 
 import keras_dynhp
+from keras_dynhp.experiments.datasets import load_data
 
 
 def main():
@@ -17,7 +18,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--lambda", dest="lam", type=float, nargs="+", default=[0.05, 0.05, 0.5])
     args = parser.parse_args()
-    (x, y), _ = keras_dynhp.experiments.datasets.load_data("fashion_mnist")
+    (x, y), _ = load_data("fashion_mnist")
     rows = {}
     for mode in ("sp", "hp"):
         model = keras_dynhp.build_mlp([300, 100], seed=0, l0_lambda=args.lam, droprate_init=0.7,

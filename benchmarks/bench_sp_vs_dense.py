@@ -16,6 +16,7 @@ import keras
 
 import keras_dynhp
 from keras_dynhp.data import make_dataset
+from keras_dynhp.experiments.datasets import load_data
 
 
 def plain_mlp(hidden=(300, 100)):
@@ -47,7 +48,7 @@ def main():
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 100, 512])
     parser.add_argument("--dataset", default="fashion_mnist")
     args = parser.parse_args()
-    (x, y), _ = keras_dynhp.experiments.datasets.load_data(args.dataset)
+    (x, y), _ = load_data(args.dataset)
     print(f"{'batch':>6} {'dense s/epoch':>14} {'SP s/epoch':>11} {'ratio':>6}")
     for b in args.batch_sizes:
         ds = make_dataset(x, y, b, seed=0)

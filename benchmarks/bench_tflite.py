@@ -27,6 +27,7 @@ import keras
 import numpy as np
 
 import keras_dynhp
+from keras_dynhp.experiments.datasets import load_data
 from keras_dynhp import export, litert
 
 
@@ -66,7 +67,7 @@ def main():
         parser.error("--epochs, --dense-epochs, --runs and --rounds must be >= 1, --warmup >= 0")
     out = args.output or tempfile.mkdtemp(prefix="bench_tflite_")
     os.makedirs(out, exist_ok=True)
-    (x, y), (xt, yt) = keras_dynhp.experiments.datasets.load_data("fashion_mnist")
+    (x, y), (xt, yt) = load_data("fashion_mnist")
 
     start = time.perf_counter()
     dense = dense_baseline(x, y, args.dense_epochs, args.seed)

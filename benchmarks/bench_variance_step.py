@@ -13,6 +13,7 @@ import argparse
 import time
 
 import keras_dynhp
+from keras_dynhp.experiments.datasets import load_data
 
 
 def timed(fits, rounds):
@@ -34,7 +35,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=3, help="timed rounds per variant")
     parser.add_argument("--examples", type=int, default=20000)
     args = parser.parse_args()
-    (x, y), _ = keras_dynhp.experiments.datasets.load_data("fashion_mnist")
+    (x, y), _ = load_data("fashion_mnist")
     x, y = x[: args.examples], y[: args.examples]
     print(f"{'batch':>6} {'plain ms/step':>13} " + " ".join(f"{'every ' + str(k):>10}" for k in args.every))
     for b in args.batch_sizes:

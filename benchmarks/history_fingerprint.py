@@ -42,7 +42,8 @@ def run_all(epochs=3):
     configs = {
         "hp_bs64": dict(mode="hp", batch_size=64),
         "dynhp_a0.98": dict(mode="dynhp", alpha_bs=0.98,
-                            memory_budget=memory.mo_bytes(266_610, 128, 784)),
+                            memory_budget=memory.mo_bytes(
+                                keras_dynhp.build_mlp([300, 100]).count_params_stored(), 128, 784)),
     }
     for name, kwargs in configs.items():
         keras.utils.set_random_seed(0)

@@ -17,7 +17,8 @@ import keras
 import numpy as np
 
 import keras_dynhp
-from keras_dynhp import export, litert, memory
+from keras_dynhp import evaluation, export, memory
+from keras_dynhp.experiments.datasets import load_data
 
 
 def main():
@@ -33,10 +34,11 @@ def main():
     os.makedirs(args.output, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
 
-    (x, y), (xt, yt) = keras_dynhp.experiments.datasets.load_data("fashion_mnist")
-    budget = memory.mo_bytes(266_610, 128, 784)  # SP at batch 128: 1,433.45 KiB
+    (x, y), (xt, yt) = load_data("fashion_mnist")
     model = keras_dynhp.build_mlp([300, 100], seed=args.seed, l0_lambda=args.lam, droprate_init=0.7,
                                   learning_rate=3e-3)
+    dense_params = model.count_params_stored()  # before any pruning: LeNet-300-100's 266,610
+    budget = memory.mo_bytes(dense_params, 128, x.shape[1])  # SP at batch 128: 1,433.45 KiB
     start = time.perf_counter()
     history = model.fit(
         x, y, epochs=args.epochs, mode="dynhp", alpha_bs=args.alpha_bs, memory_budget=budget,
@@ -46,15 +48,14 @@ def main():
     seconds = time.perf_counter() - start
     model.save(os.path.join(args.output, "model.keras"))
     tflite_path = export.export_tflite(model, os.path.join(args.output, "model.tflite"))
-    tflite_acc = litert.evaluate_tflite(tflite_path, xt, yt, batch_size=100)
+    tflite_acc = evaluation.accuracy(tflite_path, xt, yt)
 
     h = history.history
-    dense_params = 266_610
     # History's val_accuracy is measured before the last epoch-end surgery: re-evaluate.
-    keras_acc = float((model.predict(xt, batch_size=1000, verbose=0).argmax(1) == yt).mean())
+    keras_acc = evaluation.accuracy(model, xt, yt)
     err = 100 * (1 - keras_acc)
-    dense_total = args.epochs * memory.mo_bytes(dense_params, 128, 784)
-    print("\nDynHP on Fashion-MNIST, %d epochs, %.0f s (this machine)" % (args.epochs, seconds))
+    dense_total = args.epochs * memory.mo_bytes(dense_params, 128, x.shape[1])
+    print(f"\nDynHP on Fashion-MNIST, {args.epochs} epochs, {seconds:.0f} s (this machine)")
     print("| model | test error % | parameters | model size (KiB) | training memory (KiB, paper accounting) |")
     print("|---|---|---|---|---|")
     print(f"| dense LeNet-300-100 (SP/plain at batch 128, not trained here) | - | {dense_params:,} | "

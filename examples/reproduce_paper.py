@@ -1,7 +1,7 @@
-"""Reproduce the DynHP paper's experiments (SP vs HP vs DynHP, alpha_bs sweeps, peers).
+"""Reproduce the DynHP paper's experiments: `keras-dynhp reproduce` (same options, see --help).
 
     python examples/reproduce_paper.py --profile quick --output runs/reproduce
-    python examples/reproduce_paper.py --profile paper            # 2000 epochs: days on a CPU
+    keras-dynhp reproduce --profile quick --output runs/reproduce      # the same
 
 Profiles (see `keras_dynhp.experiments.reproduce.PROFILES`):
   paper  both datasets, SP and HP at batch {16,32,64,100,128,256,512}, DynHP over the paper's
@@ -18,12 +18,9 @@ an interrupted one from its last finished epoch. Outputs: results.json, results.
 and PNG plots in --output.
 """
 
-import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from keras_dynhp.experiments import reproduce  # noqa: E402
+from keras_dynhp.cli import main
 
 if __name__ == "__main__":
-    reproduce.main()
+    sys.exit(main(["reproduce", *sys.argv[1:]]))

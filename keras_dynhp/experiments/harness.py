@@ -1,0 +1,398 @@
+"""One run of one configuration and its result record: the harness of `train` and `reproduce`.
+
+:func:`run_config` trains one configuration (soft pruning "sp", hard pruning
+"hp", "dynhp", a plain "dense" Keras MLP or the "tfmot" magnitude-pruning peer)
+on given data and returns one result record, a dict whose keys are
+:data:`RESULT_KEYS` (documented in :func:`run_config`). `keras-dynhp train`
+(:mod:`keras_dynhp.cli`) and the paper reproduction
+(:mod:`keras_dynhp.experiments.reproduce`) both run through it, so their
+results, `summary.json` and `results.json`, share one format.
+
+With a `directory` a run is resumable:
+
+- after every epoch, `state.json` (the history so far) and `ckpt_<epoch>.keras`
+  (the model, optimizer included) are written, so a killed run resumes from its
+  last finished epoch (DynHP's batch size carries on from its last decision,
+  the shuffling seed is `seed + initial_epoch`);
+- once finished, `result.json` (the record) and `model.tflite`; a directory
+  holding `result.json` is never re-run: its record is returned.
+
+Example:
+    >>> LENET_PARAMS
+    266610
+    >>> label("dynhp", 0.98), config_id("sp", 128)
+    ('DynHP a=0.980', 'sp_bs128')
+    >>> record = run_config("dynhp", 0.98, ((x, y), (xt, yt)), 3,
+    ...                     budget_bytes="1433KiB")              # doctest: +SKIP
+"""
+
+import glob
+import itertools
+import json
+import os
+import time
+
+import numpy as np
+
+from keras_dynhp import memory
+from keras_dynhp._io import write_json
+
+#: Methods :func:`run_config` runs.
+METHODS = ("sp", "hp", "dynhp", "dense", "tfmot")
+#: Methods trained as a gated :class:`keras_dynhp.DynHPModel`.
+GATED_METHODS = ("sp", "hp", "dynhp")
+#: The paper's network: LeNet-300-100 (784-300-100-10).
+LENET_HIDDEN = (300, 100)
+
+#: The keys of every result record, in order (see :func:`run_config`).
+RESULT_KEYS = (
+    "label", "method", "value", "config", "dataset", "epochs", "error_pct", "test_accuracy",
+    "params", "architecture", "model_bytes", "training_bytes", "final_batch_size", "budget_bytes",
+    "tflite_bytes", "seconds", "history",
+)
+#: The extra keys of a "tfmot" record.
+TFMOT_KEYS = ("nonzero_params", "tflite_gzip_bytes", "target_sparsity")
+
+# Key names of result.json files written before the keys were unified.
+_OLD_KEYS = {"error": "error_pct", "training_memory_bytes": "training_bytes"}
+
+
+def dense_params(input_dim, hidden, num_classes):
+    """Weights and biases of a dense MLP `input_dim`-`hidden`...-`num_classes`.
+
+    Example:
+        >>> dense_params(784, (300, 100), 10)
+        266610
+    """
+    widths = [int(input_dim), *(int(u) for u in hidden), int(num_classes)]
+    return sum((a + 1) * b for a, b in itertools.pairwise(widths))
+
+
+#: Stored parameters of LeNet-300-100, the paper's dense reference.
+LENET_PARAMS = dense_params(784, LENET_HIDDEN, 10)
+
+
+class ExportError(ValueError):
+    """The trained model could not be written as a `.tflite` file (e.g. a bad quantization)."""
+
+
+def config_id(method, value):
+    """Directory name of one configuration, e.g. `sp_bs128`, `dynhp_a0.980`."""
+    if method == "dynhp":
+        return f"dynhp_a{value:.3f}"
+    if method in ("sp", "hp", "dense", "tfmot"):
+        return f"{method}_bs{int(value)}"
+    raise ValueError(f"Unknown method {method!r}; expected one of {METHODS}.")
+
+
+def label(method, value):
+    """Row label in the paper's style, e.g. "SP (bs 128)", "DynHP a=0.980"."""
+    if method == "dynhp":
+        return f"DynHP a={value:.3f}" if round(value, 3) == value else f"DynHP a={value:g}"
+    names = {"sp": "SP", "hp": "HP", "dense": "Dense Keras MLP", "tfmot": "tfmot magnitude"}
+    if method not in names:
+        raise ValueError(f"Unknown method {method!r}; expected one of {METHODS}.")
+    return f"{names[method]} (bs {int(value)})"
+
+
+def new_record(method, value, **fields):
+    """A result record: every key of :data:`RESULT_KEYS`, None unless given in `fields`.
+
+    `label` and `config` default to :func:`label` and :func:`config_id`;
+    `error_pct` defaults to `100 * (1 - test_accuracy)` when the accuracy is given.
+    """
+    unknown = sorted(set(fields) - set(RESULT_KEYS) - set(TFMOT_KEYS))
+    if unknown:
+        raise ValueError(f"Unknown result keys {unknown}; expected {RESULT_KEYS + TFMOT_KEYS}.")
+    record = dict.fromkeys(RESULT_KEYS)
+    record.update(label=label(method, value), method=method, value=value,
+                  config=config_id(method, value))
+    record.update(fields)
+    if record["error_pct"] is None and record["test_accuracy"] is not None:
+        record["error_pct"] = 100.0 * (1.0 - record["test_accuracy"])
+    return record
+
+
+def read_result(path):
+    """A record from a `result.json`; files of older versions get the unified key names."""
+    with open(path) as f:
+        record = json.load(f)
+    for old, new in _OLD_KEYS.items():
+        if old in record and new not in record:
+            record[new] = record.pop(old)
+    if record.get("test_accuracy") is None and record.get("error_pct") is not None:
+        record["test_accuracy"] = 1.0 - record["error_pct"] / 100.0
+    history = record.get("history") or {}
+    if "error" in history and "val_accuracy" not in history:  # old: test error % per epoch
+        history["val_accuracy"] = [None if e is None else 1.0 - e / 100.0 for e in history.pop("error")]
+    return record
+
+
+def finished(directory):
+    """Creates a configuration's directory; returns its record if it already finished, else None."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "result.json")
+    return read_result(path) if os.path.exists(path) else None
+
+
+def build_dense(hidden, input_dim, num_classes, learning_rate, seed):
+    """The dense baseline: a compiled Keras MLP (ReLU, softmax), Adam, seeded Glorot kernels.
+
+    Layer i's kernel initializer is seeded with `seed + i`, as in
+    :func:`keras_dynhp.build_mlp`.
+    """
+    import keras
+
+    inputs = keras.Input((input_dim,), name="pixels")
+    h = inputs
+    for i, units in enumerate(hidden):
+        h = keras.layers.Dense(units, activation="relu", name=f"dense_{i}",
+                               kernel_initializer=keras.initializers.GlorotUniform(seed=seed + i))(h)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name=f"dense_{len(hidden)}",
+                                 kernel_initializer=keras.initializers.GlorotUniform(
+                                     seed=seed + len(hidden)))(h)
+    model = keras.Model(inputs, outputs, name="dense_baseline")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+# ------------------------------------------------------------------ checkpoints
+def _number(value):
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    return float(value)
+
+
+def _remove_checkpoints(directory, keep=None):
+    for old in glob.glob(os.path.join(directory, "ckpt_*.keras")):
+        if os.path.basename(old) != keep:
+            os.remove(old)
+
+
+def _epoch_checkpoint(directory, state, start_time):
+    """A callback that records every epoch's logs in `state`; with a directory, also saves
+    the model and `state.json` (atomically) after every epoch."""
+    import keras
+
+    class Checkpoint(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            for key, value in (logs or {}).items():
+                state["history"].setdefault(key, []).append(_number(value))
+            state["epochs_done"] = epoch + 1
+            state["seconds"] = state["seconds_before"] + time.perf_counter() - start_time
+            if directory is None:
+                return
+            path = os.path.join(directory, f"ckpt_{epoch + 1}.keras")
+            self.model.save(path)
+            state["checkpoint"] = os.path.basename(path)
+            write_json(os.path.join(directory, "state.json"), state)
+            _remove_checkpoints(directory, keep=state["checkpoint"])
+
+    return Checkpoint()
+
+
+def _saved_state(directory):
+    """The state.json of an interrupted run whose checkpoint still exists, else None."""
+    if directory is None:
+        return None
+    path = os.path.join(directory, "state.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        state = json.load(f)
+    checkpoint = state.get("checkpoint")
+    return state if checkpoint and os.path.isfile(os.path.join(directory, checkpoint)) else None
+
+
+def _export(model, path, quantization, x):
+    from keras_dynhp import export
+
+    quantization = None if quantization in (None, "float") else quantization
+    try:  # int8 calibrates on `x` through export.calibration_samples
+        export.export_tflite(model, path, quantization=quantization, representative_data=x)
+    except ValueError as e:  # an untrained model, or a quantization this version lacks
+        raise ExportError(str(e)) from e
+    return os.path.getsize(path)
+
+
+# ------------------------------------------------------------------ one run
+def run_config(method, value, data, epochs, directory=None, *, dataset=None, hidden=LENET_HIDDEN,
+               num_classes=None, l0_lambda=0.01, gamma=0.5, droprate_init=0.5, learning_rate=1e-3,
+               budget_bytes=None, initial_batch_size=16, variance_every=1, sparsity=None, seed=0,
+               verbose=2, callbacks=(), model_path=None, compact_path=None, tflite_path=None,
+               quantization=None):
+    """Trains one configuration and returns its result record.
+
+    "sp", "hp" and "dynhp" train :func:`keras_dynhp.build_mlp` with
+    `DynHPModel.fit`; "dense" trains :func:`build_dense`; "tfmot" runs
+    :func:`keras_dynhp.experiments.tfmot_peer.run_tfmot` (a subprocess on
+    `tf_keras`). Models are built right after `keras.utils.set_random_seed(seed)`.
+
+    Args:
+        method: "sp", "hp", "dynhp", "dense" or "tfmot".
+        value: The batch size (sp, hp, dense, tfmot) or alpha_bs (dynhp).
+        data: `((x, y), (xt, yt))`: training and test arrays, one row per example.
+        epochs: Total epochs (a resumed run trains the missing ones).
+        directory: The configuration's directory (resumable run, see the module
+            docstring), or None: nothing is written but the paths below.
+        dataset: Name of the data set, recorded in the result.
+        hidden: Hidden layer widths.
+        num_classes: Output classes (default: the largest label + 1).
+        l0_lambda: L0 strength, one value or one per gated layer (sp/hp/dynhp).
+        gamma: Hard-pruning threshold (hp/dynhp).
+        droprate_init: Initial drop rate of the gates (sp/hp/dynhp).
+        learning_rate: Adam learning rate.
+        budget_bytes: DynHP memory budget, bytes or a string such as "1433KiB".
+        initial_batch_size: DynHP batch size of the first epoch.
+        variance_every: DynHP measures the gradient variance every k steps.
+        sparsity: Target weight sparsity of "tfmot" (required there).
+        seed: Seed of the initialisation and the shuffling.
+        verbose: Keras verbosity.
+        callbacks: More Keras callbacks for `fit`.
+        model_path: Also save the trained model there (`.keras`).
+        compact_path: sp/hp/dynhp: also save the gate-free compact model there
+            (:func:`keras_dynhp.strip`).
+        tflite_path: Write the `.tflite` file there (default
+            `directory/model.tflite`; no file when both are None).
+        quantization: Of the `.tflite` file: None/"float", "dynamic", "float16"
+            or "int8" (calibrated on training images, `export.calibration_samples`).
+
+    Returns:
+        The result record (also `directory/result.json`), a dict with:
+
+        - `label`: row label, e.g. "DynHP a=0.980" (:func:`label`);
+        - `method`, `value`: the arguments;
+        - `config`: directory name, e.g. "dynhp_a0.980" (:func:`config_id`);
+        - `dataset`: the data set's name (None if not given);
+        - `epochs`: epochs trained (over every resumed part);
+        - `error_pct`: test error in percent after the last pruning, `100 * (1 - test_accuracy)`;
+        - `test_accuracy`: test accuracy in [0, 1] (:func:`keras_dynhp.evaluation.accuracy`);
+        - `params`: weights and biases the final model stores;
+        - `architecture`: layer widths, input first, e.g. [784, 300, 100, 10];
+        - `model_bytes`: 4 bytes per stored parameter (the paper's model size);
+        - `training_bytes`: the paper's training memory: the sum over epochs of
+          MO = 4 * (stored parameters + batch size * input width);
+        - `final_batch_size`: batch size of the last epoch;
+        - `budget_bytes`: DynHP memory budget (None for the other methods);
+        - `tflite_bytes`: size of the `.tflite` file (None when none was written);
+        - `seconds`: training wall time (fit only, summed over resumed parts);
+        - `history`: per-epoch lists: Keras's logs (`loss`, `accuracy`,
+          `val_loss`, `val_accuracy`, ...), `DynHPModel.fit`'s pruning and
+          memory figures (see its docstring; the dense baseline gets `params`,
+          `network_bytes`, `batch_size`, `mo_bytes`), and `memory_total_bytes`,
+          the running sum of `mo_bytes` over all epochs.
+
+        A "tfmot" record also has `nonzero_params` (non-zero stored weights and
+        biases), `tflite_gzip_bytes` (the gzipped `.tflite` file) and
+        `target_sparsity`. For "tfmot", None when `tensorflow-model-optimization`
+        or `tf_keras` is not installed (a message says so).
+
+    Raises:
+        ExportError: The `.tflite` file could not be written (the model and
+            `model_path` are kept).
+    """
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; expected one of {METHODS}.")
+    if directory is not None:
+        done = finished(directory)
+        if done is not None:
+            if dataset is not None:
+                done["dataset"] = dataset
+            return done
+    if method == "tfmot":
+        from keras_dynhp.experiments import tfmot_peer
+
+        if sparsity is None:
+            raise ValueError('method="tfmot" needs `sparsity`.')
+        return tfmot_peer.run_tfmot(data, epochs, int(value), sparsity, directory, hidden=hidden,
+                                    learning_rate=learning_rate, seed=seed, dataset=dataset)
+
+    import keras
+
+    from keras_dynhp import export
+    from keras_dynhp.evaluation import accuracy
+    from keras_dynhp.models import build_mlp  # also registers the classes of saved models
+
+    gated = method in GATED_METHODS
+    (x, y), (xt, yt) = data
+    input_dim = int(x.shape[1])
+    if num_classes is None:
+        num_classes = int(max(np.max(y), np.max(yt))) + 1
+    if budget_bytes is not None:
+        budget_bytes = memory.parse_bytes(budget_bytes)
+
+    state = _saved_state(directory)
+    if state is not None:
+        model = keras.models.load_model(os.path.join(directory, state["checkpoint"]))
+        initial_epoch = state["epochs_done"]
+        if method == "dynhp":
+            initial_batch_size = int(state["history"]["next_batch_size"][-1])
+        print(f"[harness] resuming {os.path.basename(os.path.normpath(directory))} "
+              f"at epoch {initial_epoch + 1}", flush=True)
+    else:
+        keras.utils.set_random_seed(seed)
+        if gated:
+            model = build_mlp(list(hidden), input_dim=input_dim, num_classes=num_classes,
+                              l0_lambda=l0_lambda, droprate_init=droprate_init,
+                              learning_rate=learning_rate, seed=seed)
+        else:
+            model = build_dense(list(hidden), input_dim, num_classes, learning_rate, seed)
+        state = {"history": {}, "epochs_done": 0, "seconds": 0.0}
+        initial_epoch = 0
+
+    state["seconds_before"] = state["seconds"]
+    fit_callbacks = [_epoch_checkpoint(directory, state, time.perf_counter()), *callbacks]
+    common = {"epochs": epochs, "initial_epoch": initial_epoch, "validation_data": (xt, yt),
+              "verbose": verbose, "callbacks": fit_callbacks}
+    if initial_epoch < epochs:
+        if not gated:
+            model.fit(x, y, batch_size=int(value), **common)
+        elif method == "dynhp":
+            model.fit(x, y, mode=method, gamma=gamma, seed=seed + initial_epoch, alpha_bs=value,
+                      memory_budget=budget_bytes, initial_batch_size=initial_batch_size,
+                      variance_every=variance_every, **common)
+        else:
+            model.fit(x, y, mode=method, gamma=gamma, seed=seed + initial_epoch,
+                      batch_size=int(value), **common)
+
+    history = dict(state["history"])
+    if gated:
+        params, architecture = model.count_params_stored(), model.architecture()
+    else:
+        params = model.count_params()
+        architecture = [input_dim] + [layer.units for layer in model.layers
+                                      if isinstance(layer, keras.layers.Dense)]
+        n = len(history.get("loss", []))
+        mo = memory.mo_bytes(params, int(value), input_dim)
+        history.update(params=[params] * n, network_bytes=[memory.network_bytes(params)] * n,
+                       batch_size=[int(value)] * n, mo_bytes=[mo] * n)
+    # Running sum over *all* epochs, including those before a resume.
+    history["memory_total_bytes"] = np.cumsum(history.get("mo_bytes", [])).tolist()
+
+    if model_path is not None:
+        model.save(model_path)
+    if compact_path is not None and gated:
+        export.strip(model).save(compact_path)
+    test_accuracy = accuracy(model, xt, yt)
+    if tflite_path is None and directory is not None:
+        tflite_path = os.path.join(directory, "model.tflite")
+    record = new_record(
+        method, value,
+        dataset=dataset,
+        epochs=len(history["memory_total_bytes"]),
+        test_accuracy=test_accuracy,
+        params=params,
+        architecture=architecture,
+        model_bytes=memory.network_bytes(params),
+        training_bytes=history["memory_total_bytes"][-1] if history["memory_total_bytes"] else 0,
+        final_batch_size=int(history["batch_size"][-1]) if history.get("batch_size") else None,
+        budget_bytes=budget_bytes if method == "dynhp" else None,
+        tflite_bytes=None if tflite_path is None else _export(model, tflite_path, quantization, x),
+        seconds=state["seconds"],
+        history=history,
+    )
+    if directory is not None:
+        write_json(os.path.join(directory, "result.json"), record)
+        _remove_checkpoints(directory)
+    return record
