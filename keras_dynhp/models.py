@@ -9,17 +9,16 @@ DynHP); the epoch loop is in :mod:`keras_dynhp.training`, the policies in
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
-from keras_dynhp import memory, surgery, training
+from keras_dynhp import backend, memory, surgery, training
 from keras_dynhp.data import EpochPipeline, validation_dataset
 from keras_dynhp.layers import FeatureSelect, GatedLayer, L0Dense
 
 MODES = training.MODES
 
 @keras.saving.register_keras_serializable(package="keras_dynhp")
-class DynHPModel(keras.Model):
+class DynHPModel(backend.trainer(), keras.Model):
     """A chain of gated layers (e.g. :class:`L0Dense`) that can hard-prune itself while training.
 
     The first layer's gates sit on the input features; pruned features are
@@ -98,21 +97,24 @@ class DynHPModel(keras.Model):
             shape = (None, layer.output_units)
         self.built = True
 
-    def call(self, inputs, training=None, return_cache=False):
+    def call(self, inputs, training=None, probes=None):
+        """Forward pass; with `probes` (one zero tensor per gated layer's pre-activation,
+        added to it) also returns each gated layer's gated inputs: `(outputs, gated)`."""
         if len(inputs.shape) != 2 or (inputs.shape[-1] is not None and inputs.shape[-1] != self.input_dim):
             raise ValueError(
                 f"DynHPModel expects inputs of shape (batch, {self.input_dim}); received "
                 f"shape {tuple(inputs.shape)}."
             )
         x = self.feature_select(inputs)
-        caches = []
-        for layer in self.gated_layers:
-            if return_cache:
-                x, cache = layer(x, training=training, return_cache=True)
-                caches.append(cache)
-            else:
+        if probes is None:
+            for layer in self.gated_layers:
                 x = layer(x, training=training)
-        return (x, caches) if return_cache else x
+            return x
+        gated = []
+        for layer, probe in zip(self.gated_layers, probes):
+            x, a = layer(x, training=training, probe=probe)
+            gated.append(a)
+        return x, gated
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.gated_layers[-1].output_units)
@@ -197,24 +199,20 @@ class DynHPModel(keras.Model):
         return cls(**config)
 
     # ----------------------------------------------------------- train step
-    def train_step(self, data):
-        if self._variance_every is None:
-            return super().train_step(data)
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
-            y_pred, caches = self(x, training=True, return_cache=True)
-            loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
-            penalty = ops.sum(ops.stack(self.losses)) if self.losses else 0.0
-        variables = self.trainable_weights
-        preacts = [h for _, h in caches]
-        grads = tape.gradient(loss, variables + preacts)
-        self.optimizer.apply_gradients(zip(grads[: len(variables)], variables))
+    # The train step itself is the backend's (keras_dynhp.backend); this is its
+    # backend-neutral bookkeeping.
+    def record_step(self, x, y, y_pred, sample_weight, loss, penalty, gated, preact_grads):
+        """Records ||S||_1 and F of one step, then Keras's loss and metrics; returns the logs.
+
+        Args:
+            gated: Each gated layer's (gated) inputs of the step.
+            preact_grads: The gradient of the loss w.r.t. each layer's pre-activations.
+        """
         batch = ops.shape(x)[0]
-        preact_grads = grads[len(variables):]
 
         def variance_l1():  # ||S||_1: each gated layer's own term (eq. 8)
             total = 0.0
-            for layer, (a, _), d in zip(self.gated_layers, caches, preact_grads):
+            for layer, a, d in zip(self.gated_layers, gated, preact_grads):
                 total = total + layer.variance_l1(a, d, batch)
             return ops.maximum(total, 0.0)
 
@@ -348,8 +346,8 @@ class DynHPModel(keras.Model):
                 self, super().fit, pipeline, validation, epochs, initial_epoch, callbacks, verbose,
                 pruning, batch_policy,
                 memory_total_bytes=self.training_state.get("memory_total_bytes", 0) if resuming else 0)
-        except tf.errors.InvalidArgumentError as e:  # a bad batch that only a dataset can hide
-            first = str(e.message).strip().splitlines()[0][:300]
+        except backend.framework_errors() as e:  # a bad batch that only a dataset can hide
+            first = str(getattr(e, "message", e)).strip().splitlines()[0][:300]
             raise ValueError(
                 f"A training or validation batch could not be used ({first}). Check that the labels are "
                 f"class ids in [0, {self.gated_layers[-1].output_units}) and the inputs are finite "

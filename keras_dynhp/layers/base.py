@@ -170,7 +170,7 @@ class GatedLayer:
 
     def reset_gate_stats(self):
         """Resets the per-epoch gate counters."""
-        self.gate_active_count.assign(ops.zeros_like(self.gate_active_count))
+        self.gate_active_count.assign(ops.zeros(self.gate_active_count.shape))
         self.gate_observations.assign(0.0)
 
     # -------------------------------------------------------- saving

@@ -1,0 +1,50 @@
+"""The one seam between keras_dynhp and Keras 3's backends (as Keras's `models/model.py` picks a trainer).
+
+Only DynHP's train step differs per backend: it needs the gradient of the loss
+with respect to each gated layer's pre-activations, besides the weights' (for
+the gradient variance, eq. 8). Both seams get it the portable way: the model adds
+a zero-valued *probe* to every pre-activation and the step differentiates the loss
+with respect to the probes too. Everything else in the library uses `keras.ops`.
+
+* :mod:`keras_dynhp.backend.tensorflow`: a stateful step with `tf.GradientTape`;
+* :mod:`keras_dynhp.backend.jax`: a stateless step with `jax.value_and_grad`,
+  mirroring Keras's own JAX trainer.
+
+The PyTorch backend is not supported (see :func:`trainer`).
+"""
+
+import keras
+
+SUPPORTED = ("tensorflow", "jax")
+
+
+def name():
+    """The Keras backend in use (`keras.backend.backend()`)."""
+    return keras.backend.backend()
+
+
+def trainer():
+    """The train-step mixin of the current backend.
+
+    Raises:
+        RuntimeError: For a backend keras_dynhp does not support.
+    """
+    backend = name()
+    if backend == "tensorflow":
+        from keras_dynhp.backend.tensorflow import VarianceTrainStep
+    elif backend == "jax":
+        from keras_dynhp.backend.jax import VarianceTrainStep
+    else:
+        raise RuntimeError(
+            f"keras_dynhp supports the Keras backends {SUPPORTED}; KERAS_BACKEND is {backend!r}. "
+            "Set KERAS_BACKEND=jax or tensorflow before importing keras.")
+    return VarianceTrainStep
+
+
+def framework_errors():
+    """Exception types the backend raises for a batch it cannot use (to be reported clearly)."""
+    if name() == "tensorflow":
+        import tensorflow as tf
+
+        return (tf.errors.InvalidArgumentError,)
+    return ()
