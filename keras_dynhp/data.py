@@ -160,6 +160,28 @@ def check_labels(y, n, num_classes=None, name="y"):
     return y
 
 
+def checked_labels(dataset, num_classes):
+    """`dataset` with every batch's labels checked against [0, num_classes) as it is read.
+
+    Arrays are checked once, up front; a dataset can only be checked as it
+    streams (one min/max per batch). A bad batch stops `fit` with a clear error.
+    """
+    if num_classes is None:
+        return dataset
+
+    def check(x, y, *rest):
+        y_int = tf.cast(y, tf.int64)
+        message = f"labels must be class ids in [0, {num_classes})"
+        with tf.control_dependencies([
+            tf.debugging.assert_non_negative(y_int, message=message),
+            tf.debugging.assert_less(y_int, tf.constant(num_classes, tf.int64), message=message),
+        ]):
+            y = tf.identity(y)
+        return (x, y, *rest)
+
+    return dataset.map(check)
+
+
 def check_element_spec(dataset, input_dim, name="x"):
     """Checks that a `tf.data.Dataset` yields `(inputs, labels)` that fit the model.
 
@@ -243,11 +265,11 @@ class EpochPipeline:
                 if card < 0:  # count the batches too, and tell Keras
                     card = int(x.reduce(tf.constant(0, tf.int64), lambda total, _: total + 1))
                     x = x.apply(tf.data.experimental.assert_cardinality(card))
-                self._fixed, self._steps = x, card
+                self._fixed, self._steps = checked_labels(x, num_classes), card
                 return
             if int(x.cardinality()) < 0:  # now known: tell Keras (no "ran out of data")
                 x = x.apply(tf.data.experimental.assert_cardinality(self.n))
-            self._source, self._tensors = x, None
+            self._source, self._tensors, self._num_classes = x, None, num_classes
         else:
             if x is None or y is None:
                 raise ValueError("`fit` needs `x` and `y` arrays, or a tf.data.Dataset as `x`.")
@@ -274,7 +296,8 @@ class EpochPipeline:
             ds = self._source
             if self._shuffle:
                 ds = ds.shuffle(max(self.n, 1), seed=self._seed + int(epoch), reshuffle_each_iteration=False)
-            return ds.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
+            ds = checked_labels(ds.batch(int(batch_size)), self._num_classes)
+            return ds.prefetch(tf.data.AUTOTUNE)
         order = epoch_order(self.n, self._seed, epoch) if self._shuffle else np.arange(self.n)
         xs, ys = self._tensors
 
@@ -323,7 +346,7 @@ def validation_dataset(validation_data, input_dim, batch_size=None, num_classes=
         return None
     if is_dataset(validation_data):
         check_element_spec(validation_data, input_dim, name="validation_data")
-        return validation_data
+        return checked_labels(validation_data, num_classes)
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
         raise ValueError("`validation_data` must be a tuple (x_val, y_val) or a tf.data.Dataset.")
     xv = check_inputs(validation_data[0], input_dim, name="validation_data[0]")
