@@ -239,9 +239,10 @@ class EpochPipeline:
 
     Shuffling: epoch e visits the examples in :func:`epoch_order` (seed, e), a
     fresh order every epoch, the same one after a resume, also when DynHP
-    changes the batch size. Arrays are held once as tensors and each batch is
-    gathered from them, so a new batch size costs no copy of the data. A
-    batched `tf.data.Dataset` is used as given (it shuffles itself, or not).
+    changes the batch size. Arrays go to Keras as arrays (in that order: Keras
+    slices the batches itself, the fastest path on every backend); datasets
+    are re-batched and shuffled as datasets. A batched `tf.data.Dataset` is used
+    as given (it shuffles itself, or not).
     """
 
     def __init__(self, x, y, input_dim, rebatch=False, shuffle=True, seed=None, num_classes=None):
@@ -277,8 +278,7 @@ class EpochPipeline:
             if len(np.asarray(y)) != len(x) and np.ndim(y) == 1:
                 raise ValueError(f"`x` and `y` have different lengths: {len(x)} and {len(y)}.")
             y = check_labels(y, len(x), num_classes)
-            self.n, self._source = len(x), None
-            self._tensors = (tf.constant(x), tf.constant(y))
+            self.n, self._source, self._arrays = len(x), None, (x, y)
 
     def steps(self, batch_size):
         """Steps of one epoch at `batch_size` (None when unknown)."""
@@ -286,26 +286,38 @@ class EpochPipeline:
             return self._steps
         return math.ceil(self.n / batch_size) if self.n else None
 
+    def order(self, epoch):
+        """The order of the examples in epoch `epoch` (arrays and unbatched datasets)."""
+        return epoch_order(self.n, self._seed, epoch) if self._shuffle else np.arange(self.n)
+
+    def fit_inputs(self, batch_size, epoch=0):
+        """Keyword arguments of Keras's `fit` for epoch `epoch`: `x`, `y`, `batch_size` or a dataset."""
+        if self._fixed is None and self._source is None:
+            _check_batch_size(batch_size)
+            x, y = self._arrays
+            order = self.order(epoch)
+            return {"x": x[order], "y": y[order], "batch_size": int(batch_size)}
+        return {"x": self.dataset(batch_size, epoch)}
+
     def dataset(self, batch_size, epoch=0):
-        """The batched dataset of epoch `epoch`."""
+        """The batched `tf.data.Dataset` of epoch `epoch`."""
         if self._fixed is not None:
             return self._fixed
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
-            raise ValueError(f"`batch_size` must be a positive integer; received {batch_size!r}.")
+        _check_batch_size(batch_size)
         if self._source is not None:
             ds = self._source
             if self._shuffle:
                 ds = ds.shuffle(max(self.n, 1), seed=self._seed + int(epoch), reshuffle_each_iteration=False)
             ds = checked_labels(ds.batch(int(batch_size)), self._num_classes)
             return ds.prefetch(tf.data.AUTOTUNE)
-        order = epoch_order(self.n, self._seed, epoch) if self._shuffle else np.arange(self.n)
-        xs, ys = self._tensors
+        x, y = self._arrays
+        order = self.order(epoch)
+        return tf.data.Dataset.from_tensor_slices((x[order], y[order])).batch(int(batch_size))
 
-        def gather(index):
-            return tf.gather(xs, index), tf.gather(ys, index)
 
-        ds = tf.data.Dataset.from_tensor_slices(order).batch(int(batch_size))
-        return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+def _check_batch_size(batch_size):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+        raise ValueError(f"`batch_size` must be a positive integer; received {batch_size!r}.")
 
 
 def count_examples(dataset, batched):

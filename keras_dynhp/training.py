@@ -108,21 +108,33 @@ def _restore(snapshot):
 
 
 class _Forwarder(keras.callbacks.Callback):
-    """Forwards per-batch and validation events of an inner one-epoch `fit`.
+    """Forwards the validation events of an inner one-epoch `fit` to the run's callbacks.
 
     Train begin/end and epoch end are driven by the loop itself, so user
     callbacks see one training run and the epoch-end logs include the pruning
-    and memory figures. It also stops the epoch at the first step whose loss is
-    not finite (`diverged` then holds the step).
+    and memory figures. Batch events are forwarded by :class:`_BatchForwarder`
+    only when a callback listens to them: a batch hook makes Keras turn every
+    step's logs into Python numbers, which stops the JAX backend (and costs the
+    TensorFlow one) from running steps ahead of the callbacks.
     """
 
     def __init__(self, callback_list):
         super().__init__()
         self.callback_list = callback_list
-        self.diverged = None
+        self.diverged = None  # (step, loss) of the first non-finite loss seen by a batch hook
 
     def on_epoch_begin(self, epoch, logs=None):
         self.callback_list.on_epoch_begin(epoch, logs)
+
+    def on_test_begin(self, logs=None):
+        self.callback_list.on_test_begin(logs)
+
+    def on_test_end(self, logs=None):
+        self.callback_list.on_test_end(logs)
+
+
+class _BatchForwarder(_Forwarder):
+    """:class:`_Forwarder` plus the batch events, and a step-level divergence check."""
 
     def on_train_batch_begin(self, batch, logs=None):
         self.callback_list.on_train_batch_begin(batch, logs)
@@ -135,17 +147,18 @@ class _Forwarder(keras.callbacks.Callback):
             return
         self.callback_list.on_train_batch_end(batch, logs)
 
-    def on_test_begin(self, logs=None):
-        self.callback_list.on_test_begin(logs)
-
-    def on_test_end(self, logs=None):
-        self.callback_list.on_test_end(logs)
-
     def on_test_batch_begin(self, batch, logs=None):
         self.callback_list.on_test_batch_begin(batch, logs)
 
     def on_test_batch_end(self, batch, logs=None):
         self.callback_list.on_test_batch_end(batch, logs)
+
+
+def _listens_to_batches(callbacks):
+    hooks = ("on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end",
+             "on_test_batch_begin", "on_test_batch_end")
+    return any(getattr(type(cb), hook) is not getattr(keras.callbacks.Callback, hook)
+               for cb in callbacks for hook in hooks)
 
 
 def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, callbacks, verbose,
@@ -175,6 +188,8 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
         steps=pipeline.steps(batch), model=model,
     )
     total_bytes = int(memory_total_bytes)
+    listeners = user_callbacks + [cb for cb in callback_list.callbacks if cb not in user_callbacks]
+    forwarder_class = _BatchForwarder if _listens_to_batches(listeners) else _Forwarder
     model.stop_training = False
     callback_list.on_train_begin()
     for epoch in range(initial_epoch, epochs):
@@ -183,17 +198,19 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
         for layer in model.gated_layers:
             layer.reset_gate_stats()
         params_in_epoch = model.count_params_stored()
-        forwarder = _Forwarder(callback_list)
+        forwarder = forwarder_class(callback_list)
         inner = keras_fit(
-            pipeline.dataset(batch, epoch), epochs=epoch + 1, initial_epoch=epoch, verbose=0,
+            **pipeline.fit_inputs(batch, epoch), epochs=epoch + 1, initial_epoch=epoch, verbose=0,
             callbacks=[forwarder], validation_data=validation,
             shuffle=False,  # the pipeline shuffles (seeded) itself
         )
-        if forwarder.diverged is not None:
+        epoch_loss = inner.history.get("loss", [0.0])[-1] if inner.history.get("loss") else 0.0
+        if forwarder.diverged is not None or not math.isfinite(float(epoch_loss)):
             _restore(snapshot)
-            step, loss = forwarder.diverged
+            where = (f"at step {forwarder.diverged[0] + 1} of" if forwarder.diverged is not None
+                     else "during")
             raise DivergenceError(
-                f"The loss became {loss} at step {step + 1} of epoch {epoch + 1}: training stopped and the "
+                f"The loss became NaN or infinite {where} epoch {epoch + 1}: training stopped and the "
                 f"model was restored to the end of epoch {epoch} (before this one). Lower the learning "
                 "rate or the L0 lambda, or check the data for extreme values.")
         logs = {k: v[-1] for k, v in inner.history.items() if v and k not in _TRAINING_ONLY}
