@@ -89,6 +89,107 @@ def strip(model, name=None, select_inputs=True):
     return keras.Model(inputs, x, name=name or f"{model.name}_compact")
 
 
+_HIDDEN_ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
+_OUTPUT_ACTIVATIONS = ("softmax", "linear")
+
+
+def _activation_name(layer):
+    fn = layer.activation
+    name = getattr(fn, "__name__", None)
+    if name is None or keras.activations.get(name) is not fn:
+        raise ValueError(
+            f"Layer '{layer.name}' has an activation this exporter does not support ({fn!r}); "
+            f"use one of {_HIDDEN_ACTIVATIONS} (hidden) or {_OUTPUT_ACTIVATIONS} (output)."
+        )
+    return name
+
+
+def dense_stack(model, select_inputs=True):
+    """Reads a compact network as NumPy: a gather plus a list of dense layers.
+
+    Every LiteRT file is built from this (whatever backend trained the model),
+    not from the backend's own graph.
+
+    Args:
+        model: A trained :class:`~keras_dynhp.models.DynHPModel` (stripped with
+            :func:`keras_dynhp.export.strip` first) or a built Keras model made of an
+            optional leading `FeatureSelect` and `Dense` layers.
+        select_inputs: For a DynHPModel: keep the pixel gather (see :func:`strip`).
+
+    Returns:
+        A dict with `input_dim`, `indices` (kept input features or None),
+        `layers` (a list of `(kernel, bias or None, activation name)` NumPy tuples)
+        and `name`.
+
+    Raises:
+        ValueError: For an untrained DynHPModel, an un-built model or unsupported
+            layers or activations.
+    """
+    from keras_dynhp.models import DynHPModel
+
+    check_exportable(model)
+    if isinstance(model, DynHPModel):
+        model = strip(model, select_inputs=select_inputs)
+    indices, layers, input_dim = None, [], None
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if isinstance(layer, FeatureSelect):
+            if layers or input_dim is not None:
+                raise ValueError("FeatureSelect must be the first layer of the model.")
+            input_dim = layer.input_dim
+            indices = None if layer.indices is None else np.asarray(layer.indices, "int32")
+            continue
+        if not isinstance(layer, keras.layers.Dense):
+            raise ValueError(
+                f"LiteRT files are built from FeatureSelect and Dense layers only; layer "
+                f"'{layer.name}' is a {type(layer).__name__}."
+            )
+        kernel = keras.ops.convert_to_numpy(layer.kernel).astype("float32")
+        bias = keras.ops.convert_to_numpy(layer.bias).astype("float32") if layer.use_bias else None
+        if input_dim is None:
+            input_dim = kernel.shape[0]
+        layers.append((kernel, bias, _activation_name(layer)))
+    if not layers:
+        raise ValueError("The model has no Dense layer to train.")
+    for kernel, _, act in layers[:-1]:
+        if act not in _HIDDEN_ACTIVATIONS:
+            raise ValueError(f"Hidden activation {act!r} is not supported; use one of {_HIDDEN_ACTIVATIONS}.")
+    if layers[-1][2] not in _OUTPUT_ACTIVATIONS:
+        raise ValueError(
+            f"Output activation {layers[-1][2]!r} is not supported; use one of {_OUTPUT_ACTIVATIONS}."
+        )
+    inputs = getattr(model, "inputs", None)
+    input_name = inputs[0].name.split(":")[0] if inputs else "pixels"
+    return {"input_dim": int(input_dim), "indices": indices, "layers": layers, "name": model.name,
+            "input_name": input_name}
+
+
+def _inference_module(stack, batch_size):
+    """A `tf.Module` computing the network of `stack` from constants (any backend trained it)."""
+    import tensorflow as tf
+
+    activations = {"relu": tf.nn.relu, "tanh": tf.tanh, "sigmoid": tf.sigmoid, "softmax": tf.nn.softmax,
+                   "linear": lambda h: h}
+    indices = None if stack["indices"] is None else tf.constant(stack["indices"], tf.int32)
+    layers = [(tf.constant(k), None if b is None else tf.constant(b), activations[a])
+              for k, b, a in stack["layers"]]
+    spec = tf.TensorSpec([batch_size, stack["input_dim"]], tf.float32, name=stack["input_name"])
+
+    class Inference(tf.Module):
+        @tf.function(input_signature=[spec])
+        def serve(self, x):
+            h = x if indices is None else tf.gather(x, indices, axis=1)
+            for kernel, bias, activation in layers:
+                h = tf.matmul(h, kernel)
+                if bias is not None:
+                    h = tf.nn.bias_add(h, bias)
+                h = activation(h)
+            return {"output_0": h}
+
+    return Inference()
+
+
 QUANTIZATIONS = (None, "dynamic", "float16", "int8")
 # Calibration examples used for full-integer quantization (a seeded subset).
 MAX_CALIBRATION_SAMPLES = 300
@@ -259,17 +360,27 @@ def export_tflite(model, path, quantization=None, representative_data=None, batc
             width = len(kept)
         representative = _representative_dataset(representative_data, width)
 
-    compact = strip(model, select_inputs=select_inputs) if isinstance(model, DynHPModel) else model
-    signature = None
-    if batch_size is not None:
-        if not getattr(compact, "inputs", None):
-            raise ValueError(
-                "`batch_size` needs a model with a known input (a functional or Sequential model)."
-            )
-        signature = [tf.TensorSpec((int(batch_size),) + tuple(compact.inputs[0].shape[1:]), tf.float32)]
+    try:
+        stack = dense_stack(model, select_inputs=select_inputs)
+    except ValueError:  # other layer types: Keras's own export (TensorFlow backend)
+        stack = None
+    if stack is not None:
+        module = _inference_module(stack, None if batch_size is None else int(batch_size))
 
-    def save(directory):
-        compact.export(directory, format="tf_saved_model", verbose=False, input_signature=signature)
+        def save(directory):
+            tf.saved_model.save(module, directory, signatures={"serving_default": module.serve})
+    else:
+        compact = strip(model, select_inputs=select_inputs) if isinstance(model, DynHPModel) else model
+        signature = None
+        if batch_size is not None:
+            if not getattr(compact, "inputs", None):
+                raise ValueError(
+                    "`batch_size` needs a model with a known input (a functional or Sequential model)."
+                )
+            signature = [tf.TensorSpec((int(batch_size),) + tuple(compact.inputs[0].shape[1:]), tf.float32)]
+
+        def save(directory):
+            compact.export(directory, format="tf_saved_model", verbose=False, input_signature=signature)
 
     def configure(converter):
         if quantization in ("dynamic", "float16", "int8"):

@@ -38,85 +38,13 @@ activations and a `softmax` or `linear` (logits) output: what
 
 import os
 
-import keras
 import numpy as np
 
-from keras_dynhp.export import convert_saved_model
-from keras_dynhp.layers import FeatureSelect
+from keras_dynhp.export import convert_saved_model, dense_stack
 from keras_dynhp.litert import load_interpreter
 
 OPTIMIZERS = ("sgd", "adam")
 CHECKPOINT_MODES = ("tensors", "file")
-_HIDDEN_ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
-_OUTPUT_ACTIVATIONS = ("softmax", "linear")
-
-
-def _activation_name(layer):
-    fn = layer.activation
-    name = getattr(fn, "__name__", None)
-    if name is None or keras.activations.get(name) is not fn:
-        raise ValueError(
-            f"Layer '{layer.name}' has an activation this exporter does not support ({fn!r}); "
-            f"use one of {_HIDDEN_ACTIVATIONS} (hidden) or {_OUTPUT_ACTIVATIONS} (output)."
-        )
-    return name
-
-
-def dense_stack(model):
-    """Reads a compact network as a gather plus a list of dense layers.
-
-    Args:
-        model: A trained :class:`~keras_dynhp.models.DynHPModel` (stripped with
-            :func:`keras_dynhp.export.strip` first) or a built Keras model made of an
-            optional leading `FeatureSelect` and `Dense` layers.
-
-    Returns:
-        A dict with `input_dim`, `indices` (kept input features or None),
-        `layers` (a list of `(kernel, bias or None, activation name)` NumPy tuples)
-        and `name`.
-
-    Raises:
-        ValueError: For an untrained DynHPModel, an un-built model or unsupported
-            layers or activations.
-    """
-    from keras_dynhp.export import check_exportable, strip
-    from keras_dynhp.models import DynHPModel
-
-    check_exportable(model)
-    if isinstance(model, DynHPModel):
-        model = strip(model)
-    indices, layers, input_dim = None, [], None
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        if isinstance(layer, FeatureSelect):
-            if layers or input_dim is not None:
-                raise ValueError("FeatureSelect must be the first layer of the model.")
-            input_dim = layer.input_dim
-            indices = None if layer.indices is None else np.asarray(layer.indices, "int32")
-            continue
-        if not isinstance(layer, keras.layers.Dense):
-            raise ValueError(
-                f"On-device training supports FeatureSelect and Dense layers only; layer "
-                f"'{layer.name}' is a {type(layer).__name__}."
-            )
-        kernel = keras.ops.convert_to_numpy(layer.kernel).astype("float32")
-        bias = keras.ops.convert_to_numpy(layer.bias).astype("float32") if layer.use_bias else None
-        if input_dim is None:
-            input_dim = kernel.shape[0]
-        layers.append((kernel, bias, _activation_name(layer)))
-    if not layers:
-        raise ValueError("The model has no Dense layer to train.")
-    for kernel, _, act in layers[:-1]:
-        if act not in _HIDDEN_ACTIVATIONS:
-            raise ValueError(f"Hidden activation {act!r} is not supported; use one of {_HIDDEN_ACTIVATIONS}.")
-    if layers[-1][2] not in _OUTPUT_ACTIVATIONS:
-        raise ValueError(
-            f"Output activation {layers[-1][2]!r} is not supported; use one of {_OUTPUT_ACTIVATIONS}."
-        )
-    return {"input_dim": int(input_dim), "indices": indices, "layers": layers, "name": model.name}
-
-
 def _make_module(stack, learning_rate, optimizer, momentum, num_trainable_last, checkpoint):
     import tensorflow as tf
 

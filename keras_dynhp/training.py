@@ -34,8 +34,14 @@ def resolve_policies(mode, batch_size=None, gamma=0.5, min_units=1, prune_start_
 
     Args:
         mode: "sp", "hp" or "dynhp".
-        batch_size, gamma, min_units, prune_start_epoch, alpha_bs, memory_budget,
-            initial_batch_size, variance_every: `fit`'s short forms.
+        batch_size: `fit`'s short form (sp, hp).
+        gamma: `fit`'s short form (hp, dynhp).
+        min_units: `fit`'s short form (hp, dynhp).
+        prune_start_epoch: `fit`'s short form (hp, dynhp).
+        alpha_bs: `fit`'s short form (dynhp).
+        memory_budget: `fit`'s short form (dynhp).
+        initial_batch_size: `fit`'s short form (dynhp).
+        variance_every: `fit`'s short form (dynhp).
         pruning: A :class:`~keras_dynhp.pruning.HardPruning` to use instead of
             `gamma` / `min_units` / `prune_start_epoch` (hp, dynhp).
         batch_policy: A :class:`~keras_dynhp.batch_size.DynamicBatchSize` (dynhp)
@@ -170,8 +176,10 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
         keras_fit: Keras's own `fit` of the model (one epoch per call).
         pipeline: The :class:`~keras_dynhp.data.EpochPipeline`.
         validation: Batched validation dataset or None.
-        epochs, initial_epoch, verbose: As in `fit`.
+        epochs: As in `fit`.
+        initial_epoch: As in `fit`.
         callbacks: User callbacks.
+        verbose: As in `fit` (0, 1 or 2).
         pruning: :class:`~keras_dynhp.pruning.HardPruning` or None (sp).
         batch_policy: The batch policy (its `batch_size` is the first epoch's).
         memory_total_bytes: Running sum of MO of the epochs before `initial_epoch`.

@@ -5,7 +5,6 @@ import math
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_dynhp import layers as L
 from keras_dynhp.layers import L0Dense

@@ -1,6 +1,7 @@
 """Running LiteRT files: tensor types, full-integer checks, predictions, latency."""
 
 import numpy as np
+import pytest
 
 from keras_dynhp import export, litert
 

@@ -1,7 +1,10 @@
 """Griffe extension: makes the package's docstrings render well in the API reference.
 
-Three rewrites, at documentation time only (the source is untouched):
+Four rewrites, at documentation time only (the source is untouched):
 
+* `#:` comment lines right above a module or class attribute (Sphinx's convention for
+  documenting constants, e.g. `#: The keys of every result record.`) become that
+  attribute's docstring; Griffe reads only string literals placed after an assignment;
 * an `Example:` section title becomes `Examples:`, the only spelling Griffe's Google
   parser reads as doctest examples (otherwise `>>>` lines render as Markdown quotes);
 * reST literal blocks (a paragraph ending in `::`, then an indented block) become fenced
@@ -15,10 +18,12 @@ scope, to a public object of the package, and an inline code span otherwise.
 """
 
 import re
+from pathlib import Path
 
 import griffe
 
 _EXAMPLE = re.compile(r"^([ \t]*)Example:[ \t]*$", re.MULTILINE)
+_COMMENT = re.compile(r"^[ \t]*#:[ \t]?(.*)$")
 _ROLE = re.compile(r":(?:py:)?(?:class|func|meth|mod|attr|exc|obj|data|const):`(~?)([^`<>]+)`")
 
 
@@ -62,6 +67,15 @@ def literal_blocks_to_fences(text):
     return "\n".join(out)
 
 
+def comment_docstring(lines, lineno):
+    """The text of the `#:` comment lines right above line `lineno` (1-based), or None."""
+    found, i = [], lineno - 2
+    while i >= 0 and (match := _COMMENT.match(lines[i])):
+        found.insert(0, match.group(1).rstrip())
+        i -= 1
+    return "\n".join(found) or None
+
+
 def _walk(obj):
     yield obj
     for member in obj.members.values():
@@ -74,7 +88,16 @@ class DocstringMarkup(griffe.Extension):
 
     def on_package(self, *, pkg, loader, **kwargs):
         collection = loader.modules_collection
+        sources = {}
         for obj in _walk(pkg):
+            if obj.docstring is None and obj.is_attribute and obj.lineno and isinstance(obj.filepath, Path):
+                if obj.filepath not in sources:
+                    sources[obj.filepath] = obj.filepath.read_text(encoding="utf-8").splitlines()
+                text = comment_docstring(sources[obj.filepath], obj.lineno)
+                if text:
+                    obj.docstring = griffe.Docstring(
+                        text, lineno=obj.lineno - 1, parent=obj, parser=loader.docstring_parser,
+                        parser_options=loader.docstring_options)
             if obj.docstring is None:
                 continue
             obj.docstring.value = _EXAMPLE.sub(r"\1Examples:", obj.docstring.value)
