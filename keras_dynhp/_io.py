@@ -52,3 +52,32 @@ def write_csv(path, rows):
     writer.writeheader()
     writer.writerows(to_jsonable(list(rows)))
     return write_bytes(path, buffer.getvalue().encode())
+
+
+#: Suffix of the temporary file :func:`save_keras` writes first (Keras wants names ending in ".keras").
+PARTIAL_SUFFIX = ".partial.keras"
+
+
+def save_keras(model, path):
+    """Saves a Keras model as `path` (a `.keras` file) atomically.
+
+    The model is saved to `path + ".partial.keras"` and then renamed over
+    `path`, so an interruption (Ctrl-C, a kill, a full disk) during the write
+    leaves the previous `path` intact; on an exception the partial file is
+    removed. Returns `path`.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    tmp = path + PARTIAL_SUFFIX
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+    return path

@@ -22,13 +22,26 @@ matplotlib), `summary.json` and `summary.md`. `summary.json` holds `config`
 label), `model` and `baseline` (harness result records without their history;
 `model` also has `tflite_test_accuracy`) and `peak_rss_bytes`.
 
+A `train` run survives interruptions. It first writes `run.json` (its flags);
+after every epoch, the history so far (`history.json`, `history.csv`) and then
+the model (`model.keras`; the dense baseline's `baseline_history.json` and
+`baseline.keras`); `summary.json`, written last, marks it finished. Every file
+is written atomically (to a temporary name, then renamed: `.keras` files via
+`model.keras.partial.keras`), so Ctrl-C, SIGTERM or a kill at any moment loses
+at most the current epoch, and `train --resume DIR` continues from the last
+finished epoch with the saved flags (architecture, batch size and DynHP's batch
+policy, optimizer state, gate-noise state, running memory totals), appending to
+the history: the resumed run ends with the same weights as an uninterrupted one
+(bitwise on TensorFlow's CPU backend). `train` into a directory that holds a
+run refuses unless `--resume` (continue) or `--overwrite` (start again) is given.
+
 `reproduce` runs the paper's grid (:mod:`keras_dynhp.experiments.reproduce`),
 `data` fetches and inspects MNIST / Fashion-MNIST
 (:mod:`keras_dynhp.experiments.datasets`). The scripts in `tflite/` run
 `export`, `evaluate` and `benchmark` through :func:`main`'s `command`.
 
-User errors (bad flags, missing or wrong files, data not found, a budget too
-small) print one line ``keras-dynhp: error: ...`` on stderr and exit with
+User errors (bad flags, missing, wrong or corrupt files, data not found, a
+budget too small, a diverged run) print one line ``keras-dynhp: error: ...`` on stderr and exit with
 status 2 (command-line mistakes) or 1 (files, data); anything else is a bug and
 keeps its traceback. `keras-dynhp --help` imports neither TensorFlow nor Keras
 nor the harness: every command imports what it needs.
@@ -188,7 +201,15 @@ def _train_arguments(t):
     t.add_argument("--units", choices=UNITS_CHOICES, default="KiB",
                    help="memory units of the summary table: KiB or the paper's MBytes (default KiB)")
     t.add_argument("--output", default=None, metavar="DIR",
-                   help="output directory (default runs/<dataset>-<mode>)")
+                   help="output directory (default runs/<dataset>-<mode>); one that already holds "
+                        "a run needs --resume or --overwrite")
+    t.add_argument("--resume", nargs="?", const="", default=None, metavar="DIR",
+                   help="continue the interrupted run in DIR (default: --output) from its last "
+                        "finished epoch, with the flags saved in DIR/run.json (they need not be "
+                        "repeated; those given must match, but --quiet and --units)")
+    t.add_argument("--overwrite", action="store_true",
+                   help="start again in an --output directory that holds a run (its files are "
+                        "replaced)")
     t.add_argument("--quiet", action="store_true",
                    help="no progress output; only the summary table is printed")
 
@@ -331,7 +352,10 @@ def _read_json(path):
             return json.load(f)
     except FileNotFoundError:
         raise RunError(f"{path} not found (is this a `{PROG} train` output directory?)") from None
-    except (OSError, ValueError) as e:
+    except ValueError as e:
+        raise RunError(f"cannot read {path}: the JSON check failed ({_one_line(e)}; the file is "
+                       "truncated or altered)") from e
+    except OSError as e:
         raise RunError(f"cannot read {path}: {_one_line(e)}") from e
 
 
@@ -362,6 +386,7 @@ def _verbose(args):
 
 
 def _check_model_path(path, allowed):
+    """The file's extension, after checking that it exists and is one of `allowed`."""
     if not os.path.exists(path):
         raise RunError(f"no such file: {path}")
     if os.path.isdir(path):
@@ -374,27 +399,65 @@ def _check_model_path(path, allowed):
 
 
 def load_keras_model(path, compile=False):
-    """`keras.saving.load_model` with unreadable files as RunErrors."""
+    """`keras_dynhp.load_model` with unreadable files as RunErrors naming the check that failed.
+
+    A `.keras` file is a zip archive: empty, truncated or random files fail the
+    zip check, altered ones the CRC check of a member (Keras itself would say
+    "File not found" or fail deep in h5py).
+    """
     import zipfile
+    import zlib
 
-    import keras
+    from keras_dynhp import models
 
-    import keras_dynhp.models  # noqa: F401  (registers the custom classes)
-
-    if not zipfile.is_zipfile(path):  # Keras would say "File not found" for a corrupt file
-        raise RunError(f"{path} is not a .keras file (a .keras model is a zip archive)")
+    if os.path.getsize(path) == 0:
+        raise RunError(f"{path} is not a .keras file: it is empty (0 bytes; an interrupted write?)")
+    if not zipfile.is_zipfile(path):
+        raise RunError(f"{path} is not a .keras file: the zip archive check failed (a .keras model "
+                       "is a zip archive; this file is truncated or something else)")
     try:
-        return keras.saving.load_model(path, compile=compile)
-    except (ValueError, OSError, zipfile.BadZipFile, KeyError, TypeError) as e:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            bad = archive.testzip()  # reads every member and checks its CRC-32
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, RuntimeError, ValueError) as e:
+        raise RunError(f"{path} is not a .keras file: the zip archive check failed "
+                       f"({_one_line(e)})") from e
+    if bad is not None:
+        raise RunError(f"{path} is corrupt: the CRC-32 check of {bad} in the archive failed "
+                       "(the file was altered or damaged)")
+    if "config.json" not in names:
+        raise RunError(f"{path} is not a .keras model: the archive check failed (no config.json)")
+    try:
+        return models.load_model(path, compile=compile)
+    except (ValueError, OSError, zipfile.BadZipFile, KeyError, TypeError, AttributeError) as e:
         raise RunError(f"cannot load {path} as a Keras model: {_one_line(e)}") from e
+
+
+def _check_tflite_file(path):
+    """Empty files and files without the `TFL3` identifier are RunErrors (before LiteRT reads them)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise RunError(f"cannot read {path}: {_one_line(e)}") from e
+    if not head:
+        raise RunError(f"{path} is not a .tflite file: it is empty (0 bytes; an interrupted write?)")
+    if head[4:8] != b"TFL3":
+        raise RunError(f"{path} is not a .tflite file: the file identifier check failed (bytes 4-8 "
+                       f"are {head[4:8]!r}, not b'TFL3'; the file is truncated or something else)")
 
 
 def _tflite_info(path):
     """(trainable, input width) of a .tflite file; unreadable files are RunErrors."""
     from keras_dynhp import litert
 
+    _check_tflite_file(path)
     try:
         interpreter = litert.load_interpreter(path)
+    except (ValueError, RuntimeError) as e:
+        raise RunError(f"{path} is not a valid .tflite file: LiteRT's flatbuffer check failed "
+                       f"({_one_line(e)}); the file is truncated or altered") from e
+    try:
         signatures = interpreter.get_signature_list()
         trainable = {"train", "infer"} <= set(signatures)
         if trainable:
@@ -558,19 +621,298 @@ def _without_history(record):
     return {k: v for k, v in record.items() if k != "history"}
 
 
-def cmd_train(args):
+# --------------------------------------------------------------------------
+# train: run directories, --resume and --overwrite
+# --------------------------------------------------------------------------
+
+#: The files `train` writes into its output directory (`--overwrite` removes them, no others).
+TRAIN_FILES = ("run.json", "model.keras", "history.json", "history.csv", "baseline.keras",
+               "baseline_history.json", "compact.keras", "model.tflite", "units.png", "memory.png",
+               "error.png", "batch_size.png", "summary.md", "summary.json")
+#: Any of these: the directory holds a run (`train` into it needs --resume or --overwrite).
+RUN_MARKERS = ("run.json", "model.keras", "history.json", "history.csv", "summary.json")
+#: The flags of a run, saved in its run.json (not saved: --output, --resume, --overwrite, --quiet).
+RUN_FLAGS = ("dataset", "mode", "hidden", "epochs", "batch_size", "initial_batch_size", "alpha_bs",
+             "budget", "variance_every", "l0_lambda", "gamma", "droprate_init", "learning_rate",
+             "seed", "subset", "quantization", "baseline", "units")
+#: Flags that --resume may change: they change what is printed, not the run.
+RESUME_MAY_CHANGE = ("units", "quiet")
+RUN_FORMAT = 1
+
+
+class _ArgumentsError(Exception):
+    """An argparse error of a parser used internally (run.json, flags given with --resume)."""
+
+
+class _RaisingParser(_Parser):
+    def error(self, message):
+        raise _ArgumentsError(message)
+
+
+def _train_parser(cls=_Parser):
+    parser = cls(prog=f"{PROG} train", add_help=False)
+    _train_arguments(parser)
+    return parser
+
+
+def _flag_tokens(parser, dest, value):
+    """The command-line tokens that give `dest` the value `value` ([] for None)."""
+    action = next(a for a in parser._actions if a.dest == dest)
+    if value is None:
+        return []
+    if isinstance(action, argparse.BooleanOptionalAction):
+        return [action.option_strings[0] if value else action.option_strings[1]]
+    if isinstance(value, (list, tuple)):
+        value = ",".join(str(v) for v in value)
+    return [action.option_strings[0], str(value)]
+
+
+def _flag_text(parser, dest, value):
+    tokens = _flag_tokens(parser, dest, value)
+    if tokens:
+        return " ".join(tokens)
+    option = next(a for a in parser._actions if a.dest == dest).option_strings[0]
+    return f"no {option} (its default)"
+
+
+def _given_flags(argv):
+    """The dests of the `train` flags that `argv` gives explicitly (defaults are not given)."""
+    parser = _train_parser(_RaisingParser)
+    unset = object()
+    namespace = argparse.Namespace(**{a.dest: unset for a in parser._actions})
+    parser.parse_args(argv, namespace=namespace)
+    return {dest for dest, value in vars(namespace).items() if value is not unset}
+
+
+def _default_output(args):
+    return os.path.join("runs", f"{args.dataset}-{args.mode}")
+
+
+def _read_run(directory):
+    """(run.json's dict, its flags parsed as a `train` command line) of a run directory."""
+    path = os.path.join(directory, "run.json")
+    run = _read_json(path)
+    saved = run.get("args") if isinstance(run, dict) else None
+    missing = sorted(set(RUN_FLAGS) - set(saved)) if isinstance(saved, dict) else list(RUN_FLAGS)
+    if missing:
+        raise RunError(f"{path} is not the run.json of `{PROG} train`: the settings check failed "
+                       f"(missing {', '.join(missing)})")
+    parser = _train_parser(_RaisingParser)
+    try:  # the saved flags pass the same checks as typed ones
+        argv = [t for dest in RUN_FLAGS for t in _flag_tokens(parser, dest, saved[dest])]
+        namespace = parser.parse_args(argv)
+    except (_ArgumentsError, StopIteration, TypeError, ValueError) as e:
+        raise RunError(f"{path} holds an invalid setting: {_one_line(e)}") from e
+    return run, namespace
+
+
+def _resume_args(args):
+    """The arguments of the run that `train --resume` continues, and its run.json (None when
+    the run is finished)."""
+    directory = args.resume or args.output or _default_output(args)
+    if not os.path.isdir(directory):
+        raise RunError(f"cannot resume {directory}: no such directory")
+    if args.resume and args.output and os.path.realpath(args.output) != os.path.realpath(directory):
+        raise UsageError(f"--output {args.output} and --resume {args.resume} name different "
+                         "directories: give the run's directory once, to --resume")
+    run = None
+    given = _given_flags(getattr(args, "argv", []))
+    if os.path.exists(os.path.join(directory, "run.json")):
+        run, saved = _read_run(directory)
+        parser = _train_parser()
+        for dest in sorted(given & set(RUN_FLAGS) - set(RESUME_MAY_CHANGE)):
+            if getattr(args, dest) != getattr(saved, dest):
+                raise UsageError(
+                    f"--resume {directory}: {_flag_text(parser, dest, getattr(args, dest))} differs "
+                    f"from the run's {_flag_text(parser, dest, getattr(saved, dest))} (in "
+                    f"{os.path.join(directory, 'run.json')}); leave it out to continue the run as it "
+                    "was started, or start again with --overwrite")
+    summary_path = os.path.join(directory, "summary.json")
+    if os.path.exists(summary_path):
+        summary = _read_json(summary_path)
+        config = summary.get("config", {}) if isinstance(summary, dict) else {}
+        label = (summary.get("model") or {}).get("label", "the model") if isinstance(summary, dict) \
+            else "the model"
+        print(f"{directory}: this run is finished ({label}, {config.get('epochs', '?')} epochs); "
+              f"its results are in {os.path.join(directory, 'summary.md')} (`{PROG} report "
+              f"{shlex.quote(directory)}` prints them; --overwrite starts again)")
+        return args, None
+    if run is None:
+        raise RunError(f"cannot resume {directory}: it holds no run.json (a run of an older "
+                       f"{PROG}, or not a `{PROG} train` directory); start again with --overwrite")
+    for dest in RESUME_MAY_CHANGE:
+        if dest in given or not hasattr(saved, dest):
+            setattr(saved, dest, getattr(args, dest))
+    saved.output, saved.resume, saved.overwrite = directory, args.resume, False
+    saved.command_line = run.get("command") or args.command_line
+    saved.argv = getattr(args, "argv", [])
+    return saved, run
+
+
+def _check_fresh_output(output, overwrite):
+    """A directory holding a run is refused unless --overwrite (checked before any work)."""
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise RunError(f"--output {output} is a file, not a directory")
+    held = [n for n in RUN_MARKERS if os.path.exists(os.path.join(output, n))]
+    if held and not overwrite:
+        raise UsageError(f"{output} already holds a run ({', '.join(held)}): add --resume to continue "
+                         "it or --overwrite to start again, or choose another --output")
+
+
+def _is_partial(name):
+    from keras_dynhp._io import PARTIAL_SUFFIX
+
+    return name.endswith(PARTIAL_SUFFIX) or (name.endswith(".tmp") and name[:-4] in TRAIN_FILES)
+
+
+def _remove_run_files(output, everything):
+    """Removes the temporary files an interrupted write left; with `everything`, the run too."""
+    try:
+        for name in sorted(os.listdir(output)):
+            if _is_partial(name) or (everything and name in TRAIN_FILES):
+                os.remove(os.path.join(output, name))
+    except OSError as e:
+        raise RunError(f"cannot clear {output}: {_one_line(e)}") from e
+
+
+def _cut_history(path, epochs, model_path):
+    """The history saved in `path`, cut to `epochs` epochs (it may be one epoch ahead of the model)."""
+    if not os.path.exists(path):
+        raise RunError(f"cannot resume from {model_path}: the history check failed ({path} is missing "
+                       f"and the model has finished {epochs} epochs)")
+    history = _read_json(path)
+    if isinstance(history, dict) and all(isinstance(v, list) for v in history.values()):
+        held = len(history.get("loss", []))
+        if held >= epochs:
+            return {k: v[:epochs] for k, v in history.items()}
+    else:
+        held = "no"
+    raise RunError(f"cannot resume from {model_path}: the history check failed ({path} holds {held} "
+                   f"epoch(s), the model has finished {epochs})")
+
+
+def _model_checkpoint(path, history_path, args, input_dim, seconds):
+    """`run_config`'s `resume` for the DynHP model of an interrupted run (None: no epoch saved)."""
+    if not os.path.exists(path):
+        return None
+    from keras_dynhp.models import DynHPModel
+
+    model = load_keras_model(path, compile=True)
+    epoch = getattr(model, "training_state", {}).get("epoch") if isinstance(model, DynHPModel) else None
+    if not isinstance(epoch, int) or not 0 < epoch <= args.epochs:
+        raise RunError(f"cannot resume from {path}: the training-state check failed (not a "
+                       f"{args.mode} model of 1 to {args.epochs} finished epochs saved by `{PROG} train`)")
+    if model.input_dim != input_dim:
+        raise RunError(f"cannot resume from {path}: the input-width check failed (the model takes "
+                       f"{model.input_dim} inputs, {args.dataset} images have {input_dim})")
+    return {"model": model, "epoch": epoch, "history": _cut_history(history_path, epoch, path),
+            "seconds": seconds}
+
+
+def _baseline_checkpoint(path, history_path, args, steps_per_epoch, seconds):
+    """`run_config`'s `resume` for the dense baseline (None: no epoch saved). Its finished epochs
+    are its optimizer steps over the steps of one epoch."""
+    if not os.path.exists(path):
+        return None
     import keras
 
-    import keras_dynhp
+    model = load_keras_model(path, compile=True)
+    optimizer = getattr(model, "optimizer", None)
+    steps = -1 if optimizer is None else int(keras.ops.convert_to_numpy(optimizer.iterations))
+    epoch = steps // steps_per_epoch
+    if steps <= 0 or steps % steps_per_epoch or epoch > args.epochs:
+        raise RunError(f"cannot resume from {path}: the step-count check failed ({steps} optimizer "
+                       f"steps are not 1 to {args.epochs} epochs of {steps_per_epoch} steps)")
+    return {"model": model, "epoch": epoch, "history": _cut_history(history_path, epoch, path),
+            "seconds": seconds}
+
+
+def _epoch_saver(model_path, history, json_path, csv_path, on_saved):
+    """A callback that writes, after every epoch, the history so far and then the model (each
+    atomically), and then calls `on_saved()`.
+
+    The history goes first: a kill between the two writes leaves a history one epoch ahead
+    of the model, which --resume cuts back; never a model ahead of its history.
+    """
+    import keras
+
+    from keras_dynhp._io import save_keras
+    from keras_dynhp.experiments.harness import _number
+
+    class EpochSaver(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epochs_done = len(history.get("loss", []))
+
+        def on_epoch_end(self, epoch, logs=None):
+            for key, value in (logs or {}).items():
+                history.setdefault(key, []).append(_number(value))
+            write_history(history, json_path, csv_path)
+            save_keras(self.model, model_path)
+            self.epochs_done = epoch + 1
+            on_saved()
+
+    return EpochSaver()
+
+
+def _sigterm_as_interrupt():
+    """Makes SIGTERM (a plain `kill`) stop `train` as Ctrl-C does; returns the previous handler."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
+
+
+def cmd_train(args):
+    import signal
+
+    if args.resume is not None and args.overwrite:
+        raise UsageError("give --resume (continue the run) or --overwrite (start it again), not both")
+    if args.resume is not None:
+        args, run = _resume_args(args)
+        if run is None:  # finished
+            return 0
+    else:
+        run = None
+        _check_fresh_output(args.output or _default_output(args), args.overwrite)
+    previous = _sigterm_as_interrupt()
+    try:
+        return _train(args, run)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _train(args, run):
+    """`train` (fresh when `run` is None, else resuming the run whose run.json is `run`)."""
+    import keras_dynhp.training
     from keras_dynhp import __version__, evaluation, memory
     from keras_dynhp._io import write_json
     from keras_dynhp.experiments import harness
 
-    output = args.output or os.path.join("runs", f"{args.dataset}-{args.mode}")
+    resuming = run is not None
+    output = args.output or _default_output(args)
     (x, y), (xt, yt) = load_dataset(args.dataset)
     input_dim, num_classes = x.shape[1], int(max(y.max(), yt.max())) + 1
     lambdas, dense_params, budget = _check_train_args(args, input_dim, num_classes)
     _makedirs(output, "--output")
+    _remove_run_files(output, everything=args.overwrite)  # --overwrite: only now, flags checked
+
+    def path(name):
+        return os.path.join(output, name)
+
+    if not resuming:  # the flags first: an interrupted run can always be resumed
+        run = {"format": RUN_FORMAT, "keras_dynhp_version": __version__,
+               "command": getattr(args, "command_line", None),
+               "args": {dest: getattr(args, dest) for dest in RUN_FLAGS}, "seconds": {}}
+        write_json(path("run.json"), run)
+    seconds = run.setdefault("seconds", {})
     if args.subset is not None and args.subset < len(x):
         import numpy as np
 
@@ -580,10 +922,25 @@ def cmd_train(args):
     value = args.alpha_bs if args.mode == "dynhp" else args.batch_size
     label = harness.label(args.mode, value)
     hidden = ",".join(map(str, args.hidden))
+    resume_command = f"{PROG} train --resume {shlex.quote(output)}"
 
-    def path(name):
-        return os.path.join(output, name)
+    def timer(name, resume):
+        before, start = (resume or {}).get("seconds") or 0.0, time.perf_counter()
 
+        def saved():
+            seconds[name] = before + time.perf_counter() - start
+            write_json(path("run.json"), run)
+
+        return saved
+
+    resume = None
+    if resuming:
+        resume = _model_checkpoint(path("model.keras"), path("history.json"), args, input_dim,
+                                   seconds.get("model", 0.0))
+        done = resume["epoch"] if resume else 0
+        _say(args, f"resuming {output}: " + (
+            f"{label}, {done} of {args.epochs} epochs done, continuing at epoch {done + 1}"
+            if done < args.epochs else f"{label} has finished its {args.epochs} epochs"))
     _say(args, f"{label} on {len(x):,} {args.dataset} training images, {args.epochs} epochs: "
                f"architecture {[input_dim, *args.hidden, num_classes]} ({dense_params:,} parameters), "
                f"lambda {lambdas}"
@@ -591,67 +948,97 @@ def cmd_train(args):
             if budget else f", batch {args.batch_size}"))
     common = {"dataset": args.dataset, "hidden": args.hidden, "num_classes": num_classes,
               "learning_rate": args.learning_rate, "seed": args.seed, "verbose": _verbose(args)}
-    # After every epoch (and its surgery): the model and the history so far, so that an
-    # interrupted run keeps its last finished epoch.
-    callbacks = [keras.callbacks.ModelCheckpoint(path("model.keras")),
-                 keras_dynhp.callbacks.PruningLogger(path("history.csv"))]
+    # After every epoch (and its surgery): the history so far and the model, so that an
+    # interrupted run keeps its last finished epoch and `--resume` continues from it.
+    saver = _epoch_saver(path("model.keras"), dict((resume or {}).get("history") or {}),
+                         path("history.json"), path("history.csv"), timer("model", resume))
+    baseline_saver = None
+    phase = "model"
     try:
-        result = harness.run_config(
-            args.mode, value, data, args.epochs, **common, l0_lambda=lambdas, gamma=args.gamma,
-            droprate_init=args.droprate_init, budget_bytes=budget,
-            initial_batch_size=args.initial_batch_size, variance_every=args.variance_every,
-            callbacks=callbacks, model_path=path("model.keras"), compact_path=path("compact.keras"),
-            tflite_path=path("model.tflite"), quantization=args.quantization)
+        try:
+            result = harness.run_config(
+                args.mode, value, data, args.epochs, **common, l0_lambda=lambdas, gamma=args.gamma,
+                droprate_init=args.droprate_init, budget_bytes=budget,
+                initial_batch_size=args.initial_batch_size, variance_every=args.variance_every,
+                callbacks=[saver], model_path=path("model.keras"), compact_path=path("compact.keras"),
+                tflite_path=path("model.tflite"), quantization=args.quantization, resume=resume)
+        except keras_dynhp.training.DivergenceError as e:
+            kept = (f"epochs 1-{saver.epochs_done} are saved in {path('model.keras')}"
+                    if saver.epochs_done else "no epoch had finished")
+            raise RunError(f"training diverged: {_one_line(e)} ({kept}; start again with --overwrite "
+                           "and a lower --learning-rate or --lambda)") from e
+        except harness.ExportError as e:
+            raise RunError(f"cannot export {args.quantization} .tflite: {_one_line(e)}") from e
+        phase = "outputs"
+        tflite_accuracy = evaluation.accuracy(path("model.tflite"), xt, yt)
+        if args.quantization == "float" and abs(tflite_accuracy - result["test_accuracy"]) > 0.001:
+            _warn(f"the float .tflite accuracy {100 * tflite_accuracy:.2f}% differs from Keras "
+                  f"{100 * result['test_accuracy']:.2f}% by more than 0.1 points")
+
+        if args.baseline:
+            phase = "baseline"
+            steps = math.ceil(len(x) / args.batch_size)
+            resume = None
+            if resuming:
+                resume = _baseline_checkpoint(path("baseline.keras"), path("baseline_history.json"),
+                                              args, steps, seconds.get("baseline", 0.0))
+            _say(args, f"dense baseline: Keras Dense layers {hidden}, batch {args.batch_size}, "
+                       f"{args.epochs} epochs"
+                 + (f" ({resume['epoch']} done)" if resume else ""))
+            baseline_saver = _epoch_saver(path("baseline.keras"),
+                                          dict((resume or {}).get("history") or {}),
+                                          path("baseline_history.json"), None,
+                                          timer("baseline", resume))
+            baseline = harness.run_config("dense", args.batch_size, data, args.epochs, **common,
+                                          callbacks=[baseline_saver], model_path=path("baseline.keras"),
+                                          resume=resume)
+            phase = "outputs"
+        else:  # its size and memory only: the paper's accounting needs no training
+            baseline = harness.new_record(
+                "dense", args.batch_size, dataset=args.dataset, epochs=args.epochs,
+                params=dense_params, architecture=[input_dim, *args.hidden, num_classes],
+                model_bytes=memory.network_bytes(dense_params),
+                training_bytes=args.epochs * memory.mo_bytes(dense_params, args.batch_size, input_dim),
+                final_batch_size=args.batch_size)
+            baseline["label"] += ", not trained"
+
+        summary = {
+            "keras_dynhp_version": __version__,
+            "command": run.get("command") or getattr(args, "command_line", None),
+            "config": {
+                "dataset": args.dataset, "mode": args.mode, "hidden": args.hidden,
+                "epochs": args.epochs, "l0_lambda": lambdas, "gamma": args.gamma,
+                "droprate_init": args.droprate_init, "learning_rate": args.learning_rate,
+                "seed": args.seed, "subset": args.subset, "batch_size": args.batch_size,
+                "alpha_bs": args.alpha_bs, "initial_batch_size": args.initial_batch_size,
+                "budget_bytes": budget, "variance_every": args.variance_every,
+                "quantization": args.quantization, "baseline": args.baseline, "units": args.units,
+            },
+            "train_examples": len(x),
+            "test_examples": len(yt),
+            "reference": baseline["label"],
+            "model": {**_without_history(result), "tflite_test_accuracy": tflite_accuracy},
+            "baseline": _without_history(baseline),
+            "peak_rss_bytes": memory.peak_rss_bytes(),
+        }
+        write_history(result["history"], path("history.json"), path("history.csv"))
+        if args.baseline:
+            write_history(baseline["history"], path("baseline_history.json"))
+        write_plots(output, result["history"], label, baseline["history"], baseline["label"])
+        table = write_summary_md(output, summary, args.units, result["history"])
+        write_json(path("summary.json"), summary)  # last: its presence marks a finished run
     except KeyboardInterrupt:
-        if os.path.exists(path("model.keras")):
-            _warn(f"interrupted: the last finished epoch is in {path('model.keras')} "
-                  f"and {path('history.csv')}")
+        if phase == "model":
+            where = (f"{saver.epochs_done} of {args.epochs} epochs of {label} are saved in "
+                     f"{path('model.keras')} and {path('history.json')}")
+        elif phase == "baseline":
+            where = (f"the model is finished; {baseline_saver.epochs_done if baseline_saver else 0} "
+                     f"of {args.epochs} epochs of the dense baseline are saved in "
+                     f"{path('baseline.keras')}")
+        else:
+            where = "training is finished and saved; the outputs were being written"
+        _warn(f"interrupted: {where}; continue with `{resume_command}`")
         raise
-    except harness.ExportError as e:
-        raise RunError(f"cannot export {args.quantization} .tflite: {_one_line(e)}") from e
-    tflite_accuracy = evaluation.accuracy(path("model.tflite"), xt, yt)
-    if args.quantization == "float" and abs(tflite_accuracy - result["test_accuracy"]) > 0.001:
-        _warn(f"the float .tflite accuracy {100 * tflite_accuracy:.2f}% differs from Keras "
-              f"{100 * result['test_accuracy']:.2f}% by more than 0.1 points")
-
-    if args.baseline:
-        _say(args, f"dense baseline: Keras Dense layers {hidden}, batch {args.batch_size}, "
-                   f"{args.epochs} epochs")
-        baseline = harness.run_config("dense", args.batch_size, data, args.epochs, **common)
-    else:  # its size and memory only: the paper's accounting needs no training
-        baseline = harness.new_record(
-            "dense", args.batch_size, dataset=args.dataset, epochs=args.epochs, params=dense_params,
-            architecture=[input_dim, *args.hidden, num_classes],
-            model_bytes=memory.network_bytes(dense_params),
-            training_bytes=args.epochs * memory.mo_bytes(dense_params, args.batch_size, input_dim),
-            final_batch_size=args.batch_size)
-        baseline["label"] += ", not trained"
-
-    summary = {
-        "keras_dynhp_version": __version__,
-        "command": getattr(args, "command_line", None),
-        "config": {
-            "dataset": args.dataset, "mode": args.mode, "hidden": args.hidden, "epochs": args.epochs,
-            "l0_lambda": lambdas, "gamma": args.gamma, "droprate_init": args.droprate_init,
-            "learning_rate": args.learning_rate, "seed": args.seed, "subset": args.subset,
-            "batch_size": args.batch_size, "alpha_bs": args.alpha_bs,
-            "initial_batch_size": args.initial_batch_size, "budget_bytes": budget,
-            "variance_every": args.variance_every, "quantization": args.quantization,
-            "baseline": args.baseline, "units": args.units,
-        },
-        "train_examples": len(x),
-        "test_examples": len(yt),
-        "reference": baseline["label"],
-        "model": {**_without_history(result), "tflite_test_accuracy": tflite_accuracy},
-        "baseline": _without_history(baseline),
-        "peak_rss_bytes": memory.peak_rss_bytes(),
-    }
-    write_history(result["history"], path("history.json"), path("history.csv"))
-    if args.baseline:
-        write_history(baseline["history"], path("baseline_history.json"))
-    write_plots(output, result["history"], label, baseline["history"], baseline["label"])
-    write_json(path("summary.json"), summary)
-    table = write_summary_md(output, summary, args.units, result["history"])
     print()
     print(table)
     if not args.quiet:
@@ -859,8 +1246,10 @@ COMMANDS = {
     "train": (
         "train an MLP with SP, HP or DynHP and write model, .tflite, history, plots, summary",
         ("Trains an L0Dense MLP with soft pruning (sp), hard pruning (hp) or DynHP (dynhp), "
-        "optionally a dense Keras MLP of the same shape as the baseline, and writes model.keras, "
-        "compact.keras, model.tflite, history.csv/json, plots, summary.json/md into --output."),
+        "optionally a dense Keras MLP of the same shape as the baseline, and writes run.json, "
+        "model.keras, compact.keras, model.tflite, history.csv/json, plots, summary.json/md into "
+        "--output. The model and history are saved after every epoch: an interrupted run "
+        "continues with --resume DIR."),
         _train_arguments, cmd_train),
     "evaluate": (
         "test accuracy of a .keras or .tflite model",
@@ -943,6 +1332,7 @@ def main(argv=None, prog=PROG, command=None):
     except SystemExit as e:  # --help, --version, argparse errors
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     args.command_line = " ".join(shlex.quote(a) for a in [prog, *argv])
+    args.argv = argv if command is not None else argv[1:]  # the command's own arguments
     try:
         return args.func(args) or 0
     except UsageError as e:

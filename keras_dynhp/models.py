@@ -347,11 +347,18 @@ class DynHPModel(backend.trainer(), keras.Model):
                 pruning, batch_policy,
                 memory_total_bytes=self.training_state.get("memory_total_bytes", 0) if resuming else 0)
         except backend.framework_errors() as e:  # a bad batch that only a dataset can hide
-            first = str(getattr(e, "message", e)).strip().splitlines()[0][:300]
+            classes = self.gated_layers[-1].output_units
+            text = str(getattr(e, "message", e))
+            if "labels must be class ids" in text:
+                raise ValueError(
+                    f"The dataset holds labels outside [0, {classes}): labels must be class ids in "
+                    f"[0, {classes}) for this {classes}-class model.") from None
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
+            detail = lines[-1][:300] if lines else type(e).__name__
             raise ValueError(
-                f"A training or validation batch could not be used ({first}). Check that the labels are "
-                f"class ids in [0, {self.gated_layers[-1].output_units}) and the inputs are finite "
-                f"numbers of width {self.input_dim}.") from None
+                f"A training or validation batch could not be used ({detail}). Check that the labels "
+                f"are class ids in [0, {classes}) and the inputs finite numbers of width "
+                f"{self.input_dim}.") from None
         finally:
             if self._report_variance:  # evaluate / predict report the loss and compiled metrics only
                 self._report_variance = False

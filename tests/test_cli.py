@@ -112,22 +112,32 @@ def test_module_entry_point_has_no_traceback(tmp_path):
     assert "keras-dynhp: error:" in bad.stderr
 
 
-def test_interrupted_train_keeps_last_epoch(tmp_path, monkeypatch, capsys, fashion_subset):
+def test_interrupted_train_keeps_last_epoch_and_resumes(tmp_path, monkeypatch, capsys,
+                                                        fashion_subset):
     import keras_dynhp
 
-    class Interrupt(keras_dynhp.callbacks.PruningLogger):
-        def on_epoch_end(self, epoch, logs=None):
-            super().on_epoch_end(epoch, logs)
+    saver = cli._epoch_saver
+
+    def interrupting(model_path, history, json_path, csv_path, on_saved):
+        def saved():  # Ctrl-C right after epoch 1 is saved
+            on_saved()
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(keras_dynhp.callbacks, "PruningLogger", Interrupt)
+        return saver(model_path, history, json_path, csv_path, saved)
+
+    monkeypatch.setattr(cli, "_epoch_saver", interrupting)
     out = tmp_path / "run"
     code = cli.main(["train", "--subset", "500", "--epochs", "3", "--hidden", "20,10",
                      "--output", str(out), "--quiet", "--no-baseline"])
     assert code == 130
-    assert "last finished epoch" in capsys.readouterr().err
-    assert (out / "model.keras").stat().st_size > 0
+    err = capsys.readouterr().err
+    assert "interrupted: 1 of 3 epochs" in err and f"keras-dynhp train --resume {out}" in err
+    assert keras_dynhp.load_model(out / "model.keras").training_state["epoch"] == 1
     assert len((out / "history.csv").read_text().strip().splitlines()) == 2  # header + epoch 1
+    monkeypatch.setattr(cli, "_epoch_saver", saver)
+    assert cli.main(["train", "--resume", str(out), "--quiet"]) == 0
+    assert len((out / "history.csv").read_text().strip().splitlines()) == 4
+    assert json.loads((out / "summary.json").read_text())["model"]["epochs"] == 3
 
 
 def test_evaluate_counts_every_example(run_dir, capsys):

@@ -11,9 +11,14 @@ results, `summary.json` and `results.json`, share one format.
 With a `directory` a run is resumable:
 
 - after every epoch, `state.json` (the history so far) and `ckpt_<epoch>.keras`
-  (the model, optimizer included) are written, so a killed run resumes from its
-  last finished epoch (DynHP's batch size carries on from its last decision,
-  the shuffling seed is `seed + initial_epoch`);
+  (the model, optimizer included) are written, atomically, so a killed run
+  resumes from its last finished epoch (DynHP's batch size, the running memory
+  total and the gate noise carry on from the checkpoint; epoch e's shuffling
+  order depends on (seed, e) only, so a resumed sp/hp/dynhp run ends with the
+  same weights as an uninterrupted one on a deterministic backend; a resumed
+  dense run reseeds Keras's own shuffling as a fresh run does, which gives the
+  same weights on Keras 3.15 / TensorFlow 2.21, where that shuffling restarts
+  from the global seed at every epoch);
 - once finished, `result.json` (the record) and `model.tflite`; a directory
   holding `result.json` is never re-run: its record is returned.
 
@@ -35,7 +40,7 @@ import time
 import numpy as np
 
 from keras_dynhp import memory
-from keras_dynhp._io import write_json
+from keras_dynhp._io import save_keras, write_json
 
 #: Methods :func:`run_config` runs.
 METHODS = ("sp", "hp", "dynhp", "dense", "tfmot")
@@ -184,7 +189,7 @@ def _epoch_checkpoint(directory, state, start_time):
             if directory is None:
                 return
             path = os.path.join(directory, f"ckpt_{epoch + 1}.keras")
-            self.model.save(path)
+            save_keras(self.model, path)
             state["checkpoint"] = os.path.basename(path)
             write_json(os.path.join(directory, "state.json"), state)
             _remove_checkpoints(directory, keep=state["checkpoint"])
@@ -221,7 +226,7 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
                num_classes=None, l0_lambda=0.01, gamma=0.5, droprate_init=0.5, learning_rate=1e-3,
                budget_bytes=None, initial_batch_size=16, variance_every=1, sparsity=None, seed=0,
                verbose=2, callbacks=(), model_path=None, compact_path=None, tflite_path=None,
-               quantization=None):
+               quantization=None, resume=None):
     """Trains one configuration and returns its result record.
 
     "sp", "hp" and "dynhp" train :func:`keras_dynhp.build_mlp` with
@@ -257,6 +262,12 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
             `directory/model.tflite`; no file when both are None).
         quantization: Of the `.tflite` file: None/"float", "dynamic", "float16"
             or "int8" (calibrated on training images, `export.calibration_samples`).
+        resume: Continue a run from a checkpoint instead of building a model: a
+            dict with `model` (the loaded model, optimizer included), `epoch`
+            (the epochs it has finished), `history` (its history so far; cut to
+            `epoch` entries) and optionally `seconds` (its training time so far).
+            `keras-dynhp train --resume` passes it. Ignored when `directory`
+            holds a checkpoint of its own.
 
     Returns:
         The result record (also `directory/result.json`), a dict with:
@@ -312,7 +323,7 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
 
     from keras_dynhp import export
     from keras_dynhp.evaluation import accuracy
-    from keras_dynhp.models import build_mlp  # also registers the classes of saved models
+    from keras_dynhp.models import build_mlp, load_model  # also registers the saved classes
 
     gated = method in GATED_METHODS
     (x, y), (xt, yt) = data
@@ -324,12 +335,19 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
 
     state = _saved_state(directory)
     if state is not None:
-        model = keras.models.load_model(os.path.join(directory, state["checkpoint"]))
+        model = load_model(os.path.join(directory, state["checkpoint"]))
         initial_epoch = state["epochs_done"]
         if method == "dynhp":
             initial_batch_size = int(state["history"]["next_batch_size"][-1])
         print(f"[harness] resuming {os.path.basename(os.path.normpath(directory))} "
               f"at epoch {initial_epoch + 1}", flush=True)
+    elif resume is not None:
+        model, initial_epoch = resume["model"], int(resume["epoch"])
+        history = {k: list(v[:initial_epoch]) for k, v in (resume.get("history") or {}).items()}
+        state = {"history": history, "epochs_done": initial_epoch,
+                 "seconds": float(resume.get("seconds") or 0.0)}
+        if method == "dynhp" and len(history.get("next_batch_size", [])) == initial_epoch > 0:
+            initial_batch_size = int(history["next_batch_size"][-1])
     else:
         keras.utils.set_random_seed(seed)
         if gated:
@@ -341,6 +359,11 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
         state = {"history": {}, "epochs_done": 0, "seconds": 0.0}
         initial_epoch = 0
 
+    if initial_epoch > 0:
+        # Seeded as a fresh run is: Keras's own shuffling of the dense model (fit(shuffle=True))
+        # draws from the global seed. sp/hp/dynhp shuffle by (seed, epoch) and keep their gate
+        # noise state in the checkpoint.
+        keras.utils.set_random_seed(seed)
     state["seconds_before"] = state["seconds"]
     fit_callbacks = [_epoch_checkpoint(directory, state, time.perf_counter()), *callbacks]
     common = {"epochs": epochs, "initial_epoch": initial_epoch, "validation_data": (xt, yt),
@@ -349,12 +372,11 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
         if not gated:
             model.fit(x, y, batch_size=int(value), **common)
         elif method == "dynhp":
-            model.fit(x, y, mode=method, gamma=gamma, seed=seed + initial_epoch, alpha_bs=value,
+            model.fit(x, y, mode=method, gamma=gamma, seed=seed, alpha_bs=value,
                       memory_budget=budget_bytes, initial_batch_size=initial_batch_size,
                       variance_every=variance_every, **common)
         else:
-            model.fit(x, y, mode=method, gamma=gamma, seed=seed + initial_epoch,
-                      batch_size=int(value), **common)
+            model.fit(x, y, mode=method, gamma=gamma, seed=seed, batch_size=int(value), **common)
 
     history = dict(state["history"])
     if gated:
@@ -371,9 +393,9 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
     history["memory_total_bytes"] = np.cumsum(history.get("mo_bytes", [])).tolist()
 
     if model_path is not None:
-        model.save(model_path)
+        save_keras(model, model_path)
     if compact_path is not None and gated:
-        export.strip(model).save(compact_path)
+        save_keras(export.strip(model), compact_path)
     test_accuracy = accuracy(model, xt, yt)
     if tflite_path is None and directory is not None:
         tflite_path = os.path.join(directory, "model.tflite")
