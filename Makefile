@@ -11,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,tflite,docs,plots,compare]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,tflite,docs,plots,compare,jax]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -26,8 +26,14 @@ demo: data
 		--lambda 0.05,0.05,0.5 --droprate-init 0.7 --learning-rate 3e-3 --alpha-bs 0.98 \
 		--output runs/demo
 
+# The core tests run on both Keras backends; the rest (CLI, experiments, docs) on TensorFlow.
+CORE_TESTS := tests/test_gates.py tests/test_layers.py tests/test_pruning.py tests/test_surgery.py \
+	tests/test_batch_size.py tests/test_memory.py tests/test_data.py tests/test_models.py \
+	tests/test_training.py tests/test_callbacks.py tests/test_export.py tests/test_litert.py
+
 test: data
-	$(BIN)/python -m pytest keras_dynhp tests
+	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest keras_dynhp tests
+	KERAS_BACKEND=jax $(BIN)/python -m pytest $(CORE_TESTS)
 
 # The documentation site (tests/test_docs_site.py builds it too, as part of `make test`).
 docs: install

@@ -31,6 +31,8 @@ setup(
             "latex2mathml>=3.77",  # maths typeset at build time (docs/hooks/mathml.py)
         ],
         "plots": ["matplotlib>=3.8"],
+        # The fast backend on CPU (KERAS_BACKEND=jax); TensorFlow stays for tf.data and LiteRT.
+        "jax": ["jax[cpu]>=0.4.34"],
         # tfmot works only with tf_keras (Keras 2): comparison benchmarks only.
         "compare": ["tensorflow-model-optimization>=0.8", "tf_keras>=2.18"],
     },

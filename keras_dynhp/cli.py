@@ -1287,6 +1287,34 @@ COMMANDS = {
 }
 
 
+BACKENDS = ("auto", "jax", "tensorflow")
+
+
+def select_backend(choice="auto"):
+    """Sets `KERAS_BACKEND` for this process before Keras is imported; returns the backend name.
+
+    "auto": `$KERAS_BACKEND` if set, else "jax" when JAX is installed, else
+    "tensorflow". Once Keras is imported its backend is fixed: asking for
+    another one is a UsageError.
+    """
+    import importlib.util
+
+    if "keras" in sys.modules:  # e.g. called in-process after `import keras`
+        import keras
+
+        loaded = keras.backend.backend()
+        if choice not in ("auto", loaded):
+            raise UsageError(f"--backend {choice}: Keras is already running on {loaded} in this process")
+        return loaded
+    if choice == "auto":
+        choice = os.environ.get("KERAS_BACKEND") or (
+            "jax" if importlib.util.find_spec("jax") is not None else "tensorflow")
+    if choice not in ("jax", "tensorflow"):
+        raise UsageError(f"KERAS_BACKEND={choice!r} is not supported; use jax or tensorflow")
+    os.environ["KERAS_BACKEND"] = choice
+    return choice
+
+
 def build_parser(prog=PROG, command=None):
     """The argument parser of `keras-dynhp` (one subparser per command).
 
@@ -1308,6 +1336,9 @@ def build_parser(prog=PROG, command=None):
                     "report; data sets and the paper's reproduction.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="Keras backend: jax (the fast one on CPU), tensorflow, or auto (default: "
+                             "$KERAS_BACKEND if set, else jax when installed, else tensorflow)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (help_, description, arguments, func) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=description)
@@ -1332,8 +1363,9 @@ def main(argv=None, prog=PROG, command=None):
     except SystemExit as e:  # --help, --version, argparse errors
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     args.command_line = " ".join(shlex.quote(a) for a in [prog, *argv])
-    args.argv = argv if command is not None else argv[1:]  # the command's own arguments
+    args.argv = argv if command is not None else argv[argv.index(args.command) + 1:]  # its own arguments
     try:
+        args.backend = select_backend(getattr(args, "backend", "auto"))
         return args.func(args) or 0
     except UsageError as e:
         print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)

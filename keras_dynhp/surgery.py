@@ -51,6 +51,9 @@ def chain_groups(n_layers):
 def _build_recording(template, variables):
     """A fresh optimizer like `template`, built on `variables`, and the variable behind each slot.
 
+    Slots start as NumPy zeros (no per-shape compilation on JAX); they are
+    overwritten with the carried state anyway.
+
     Returns:
         `(optimizer, owners)`: `owners[k]` is the model variable
         `optimizer.variables[k]` was created from (None for iterations,
@@ -60,8 +63,10 @@ def _build_recording(template, variables):
     created = {}
     make_slot = optimizer.add_variable_from_reference
 
-    def recording(reference_variable, *args, **kwargs):
-        slot = make_slot(reference_variable, *args, **kwargs)
+    def recording(reference_variable, name=None, initializer="zeros"):
+        if initializer == "zeros":
+            initializer = lambda shape, dtype=None: np.zeros(shape, dtype=dtype)  # noqa: E731
+        slot = make_slot(reference_variable, name=name, initializer=initializer)
         created[id(slot)] = reference_variable
         return slot
 
@@ -73,53 +78,39 @@ def _build_recording(template, variables):
     return optimizer, [created.get(id(v)) for v in optimizer.variables]
 
 
-def _slot_keys(owners, key_of):
-    """A key per optimizer variable: (owner key, occurrence) or ("global", occurrence)."""
-    seen, keys = {}, []
-    for owner in owners:
-        base = ("global",) if owner is None else key_of(owner)
-        seen[base] = seen.get(base, -1) + 1
-        keys.append((base, seen[base]))
-    return keys
-
-
-def carry_optimizer_state(model, old_optimizer, old_variables, replaced):
+def carry_optimizer_state(model, old_optimizer, replaced):
     """Gives `model` a fresh optimizer holding the old one's state, sliced where variables shrank.
+
+    The fresh optimizer (same class and config) is built on the model's
+    variables, which keep their order through surgery, so its variables line up
+    one to one with the old optimizer's; the slot-to-variable map recorded during
+    the build says which slots to slice and how.
 
     Args:
         model: The model after surgery.
         old_optimizer: Its built optimizer from before the surgery.
-        old_variables: The trainable variables the old optimizer was built on.
         replaced: `{id(old variable): (new variable, slicer or None)}`.
 
     Raises:
         RuntimeError: If the state does not line up (a bug, not a user error).
     """
-    _, old_owners = _build_recording(old_optimizer, old_variables)
-    if len(old_owners) != len(old_optimizer.variables):
-        raise RuntimeError("The optimizer's variables do not line up with a fresh build of it.")
     new_optimizer, new_owners = _build_recording(old_optimizer, model.trainable_variables)
-
-    def old_key(variable):
-        new, _ = replaced.get(id(variable), (variable, None))
-        return id(new)
-
-    new_slots = dict(zip(_slot_keys(new_owners, id), new_optimizer.variables))
-    for key, owner, old_slot in zip(_slot_keys(old_owners, old_key), old_owners,
-                                    old_optimizer.variables):
-        if key not in new_slots:
-            raise RuntimeError(f"Optimizer variable {old_slot.path} has no counterpart after surgery.")
+    if len(new_optimizer.variables) != len(old_optimizer.variables):
+        raise RuntimeError(
+            f"Optimizer state mismatch after surgery: {len(old_optimizer.variables)} old variables, "
+            f"{len(new_optimizer.variables)} new ones.")
+    slicers = {id(new): slicer for new, slicer in replaced.values()}
+    for old_slot, new_slot, owner in zip(old_optimizer.variables, new_optimizer.variables, new_owners):
         value = ops.convert_to_numpy(old_slot)
-        slicer = replaced.get(id(owner), (None, None))[1] if owner is not None else None
+        slicer = slicers.get(id(owner)) if owner is not None else None
         if slicer is not None:
             value = slicer(value)
-        target = new_slots[key]
-        if tuple(value.shape) != tuple(target.shape):
+        if tuple(value.shape) != tuple(new_slot.shape):
             raise RuntimeError(
                 f"Cannot carry optimizer variable {old_slot.path}: shape {value.shape} after slicing, "
-                f"{tuple(target.shape)} expected."
+                f"{tuple(new_slot.shape)} expected."
             )
-        target.assign(value)
+        new_slot.assign(value)
     model.optimizer = new_optimizer
 
 
@@ -163,7 +154,6 @@ def prune_model(model, gamma=0.5, min_units=1, policy=None):
     changed = bool(keep_in)
     if changed:
         old_optimizer = getattr(model, "optimizer", None)
-        old_variables = list(model.trainable_variables)
         replaced, new_layers = {}, []
         for i, layer in enumerate(layers):
             if i not in keep_in and i not in keep_out:
@@ -182,7 +172,7 @@ def prune_model(model, gamma=0.5, min_units=1, policy=None):
                 model.select_features(keep_features)
             model.replace_gated_layers(new_layers)
             if old_optimizer is not None and getattr(old_optimizer, "built", False):
-                carry_optimizer_state(model, old_optimizer, old_variables, replaced)
+                carry_optimizer_state(model, old_optimizer, replaced)
         except BaseException:
             model.feature_select.set_indices(old_features)
             model.replace_gated_layers(layers)

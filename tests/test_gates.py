@@ -29,3 +29,19 @@ def test_gates_are_exactly_zero_and_one_with_positive_probability():
     assert (z == 0.0).mean() > 0.05
     assert (z == 1.0).mean() > 0.05
     assert ((z > 0) & (z < 1)).mean() > 0.05
+
+
+def test_uniform_noise_is_uniform_seeded_and_independent():
+    seed = np.array([7, 11], "uint32")
+    u = np.asarray(L.uniform_noise((2000, 300), seed))
+    assert u.shape == (2000, 300) and u.dtype == np.float32
+    assert L.EPSILON <= u.min() and u.max() <= 1 - L.EPSILON
+    counts = np.histogram(u, bins=20, range=(0, 1))[0]
+    expected = u.size / 20
+    assert ((counts - expected) ** 2 / expected).sum() < 60  # chi-square, 19 dof (p ~ 1e-5)
+    assert abs(u.mean() - 0.5) < 0.002 and abs(u.var() - 1 / 12) < 0.001
+    np.testing.assert_array_equal(u, np.asarray(L.uniform_noise((2000, 300), seed)))  # seeded
+    for other in ([7, 12], [8, 11]):  # a different seed word: unrelated noise
+        v = np.asarray(L.uniform_noise((2000, 300), np.array(other, "uint32")))
+        assert abs(np.corrcoef(u.ravel(), v.ravel())[0, 1]) < 0.01
+    assert abs(np.corrcoef(u[:, :-1].ravel(), u[:, 1:].ravel())[0, 1]) < 0.01  # neighbours

@@ -23,6 +23,7 @@ from keras_dynhp.layers.gates import (
     deterministic_gate,
     gate_probability,
     hard_concrete_sample,
+    uniform_noise,
 )
 from keras_dynhp.layers.select import FeatureSelect
 

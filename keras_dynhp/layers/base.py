@@ -128,9 +128,7 @@ class GatedLayer:
     def sample_gates(self, batch_size):
         """Samples training gates (eq. 3-4): shape (batch, units), or (units,) per batch."""
         shape = (batch_size, self.gated_units) if self.per_example_gates else (self.gated_units,)
-        u = keras.random.uniform(
-            shape, minval=gates.EPSILON, maxval=1.0 - gates.EPSILON, seed=self.seed_generator
-        )
+        u = gates.uniform_noise(shape, self.seed_generator.next())
         return gates.hard_concrete_sample(self.log_alpha, u, self.temperature)
 
     def record_gate_activity(self, z):
@@ -245,17 +243,35 @@ class GatedLayer:
             config.update(self.with_output_units(len(keep_outputs)))
         new = self.__class__.from_config(config)
         n_inputs = self.gated_units if keep_inputs is None else len(keep_inputs)
+        # The new weights start from the sliced values themselves: running the layer's
+        # initializers at new shapes would cost a compilation each on JAX, for nothing.
+        values = {v.name: value for v, value in zip(self.variables, sliced)}
+        make_weight = new.add_weight
+
+        def add_weight(*args, **kwargs):
+            value = values.get(kwargs.get("name"))
+            if value is not None:
+                kwargs["initializer"] = lambda shape, dtype=None: np.asarray(value, dtype=dtype)
+            return make_weight(*args, **kwargs)
+
+        object.__setattr__(new, "add_weight", add_weight)
         path = self.log_alpha.path
         parent = path.rsplit("/", 2)[0] if path.count("/") >= 2 else None
-        if parent:
-            with keras.name_scope(parent):
+        try:
+            if parent:
+                with keras.name_scope(parent):
+                    new.build(self.build_shape(n_inputs))
+            else:
                 new.build(self.build_shape(n_inputs))
-        else:
-            new.build(self.build_shape(n_inputs))
+        finally:
+            object.__delattr__(new, "add_weight")
         if len(new.variables) != len(sliced):
             raise RuntimeError(f"Pruned copy of '{self.name}' has a different set of variables.")
         for variable, value in zip(new.variables, sliced):
-            variable.assign(value)
+            if variable.name not in values or tuple(variable.shape) != value.shape:
+                raise RuntimeError(f"Pruned copy of '{self.name}': variable {variable.name} does not line up.")
+            if variable.name == self.seed_generator.state.name:  # created in __init__, not build
+                variable.assign(value)
         return new
 
     def variable_axes(self):

@@ -31,6 +31,7 @@ The equations (numbers from the paper):
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 # Hard-concrete constants (Louizos et al. 2018).
@@ -40,6 +41,43 @@ EPSILON = 1e-6
 DEFAULT_TEMPERATURE = 2.0 / 3.0
 # log_alpha is clamped to [log(1e-2), log(1e2)] as in the Louizos reference.
 LOG_ALPHA_RANGE = (math.log(1e-2), math.log(1e2))
+
+
+def _mix32(x):
+    """The lowbias32 integer hash (C. Wellons): a bijection of uint32 with good avalanche."""
+    x = ops.bitwise_xor(x, ops.right_shift(x, _U16))
+    x = ops.multiply(x, _M1)
+    x = ops.bitwise_xor(x, ops.right_shift(x, _U15))
+    x = ops.multiply(x, _M2)
+    return ops.bitwise_xor(x, ops.right_shift(x, _U16))
+
+
+_U15, _U16 = np.uint32(15), np.uint32(16)
+_M1, _M2, _GOLDEN = np.uint32(0x7FEB352D), np.uint32(0x846CA68B), np.uint32(0x9E3779B9)
+
+
+def uniform_noise(shape, seed):
+    """Uniform noise in (eps, 1 - eps) hashed from (seed, position): the gates' u of eq. 3.
+
+    A counter-based generator: element k is `lowbias32(k * golden + key)`, its top
+    24 bits mapped to (eps, 1 - eps), with `key` mixed from the two seed words. On
+    CPU it is several times cheaper than the backends' own generators (JAX's
+    threefry costs most of a gated layer's step and of its compilation), and it
+    is the same on every backend: a seed gives the same noise on TensorFlow and JAX.
+
+    Args:
+        shape: Shape of the noise.
+        seed: Two integers (a `keras.random.SeedGenerator.next()` value).
+
+    Returns:
+        A float32 tensor of `shape`.
+    """
+    seed = ops.cast(seed, "uint32")
+    key = _mix32(ops.bitwise_xor(seed[0], _mix32(seed[1] + _GOLDEN)))
+    n = int(np.prod(shape))
+    x = _mix32(ops.multiply(ops.cast(ops.arange(n, dtype="int32"), "uint32"), _GOLDEN) + key)
+    u = (ops.cast(ops.right_shift(x, np.uint32(8)), "float32") + 0.5) * (1.0 / 16777216.0)
+    return ops.reshape(EPSILON + (1.0 - 2.0 * EPSILON) * u, shape)
 
 
 def hard_concrete_sample(log_alpha, u, temperature=DEFAULT_TEMPERATURE):
