@@ -192,3 +192,24 @@ def test_reproduce_help(capsys):
         assert flag in out
     assert cli.main(["reproduce", "--lambda", "1,2"]) == 2
     assert "--lambda needs 1 or 3 values" in capsys.readouterr().err
+
+
+def test_backend_choice(monkeypatch, capsys):
+    import keras
+
+    loaded = keras.backend.backend()
+    assert cli.select_backend("auto") == loaded  # Keras already runs: its backend stays
+    other = "jax" if loaded == "tensorflow" else "tensorflow"
+    with pytest.raises(cli.UsageError, match=f"already running on {loaded}"):
+        cli.select_backend(other)
+    assert cli.main(["--backend", other, "data", "info", "--name", "mnist"]) == 2
+    assert "already running" in capsys.readouterr().err
+    code = ("import sys, os; from keras_dynhp import cli; "
+            "print(cli.select_backend('auto'), os.environ['KERAS_BACKEND'], 'keras' in sys.modules)")
+    env = dict(os.environ)
+    env.pop("KERAS_BACKEND", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    import importlib.util
+
+    expected = "jax" if importlib.util.find_spec("jax") else "tensorflow"
+    assert out.stdout.split() == [expected, expected, "False"]

@@ -74,10 +74,15 @@ def uniform_noise(shape, seed):
     """
     seed = ops.cast(seed, "uint32")
     key = _mix32(ops.bitwise_xor(seed[0], _mix32(seed[1] + _GOLDEN)))
-    n = int(np.prod(shape))
-    x = _mix32(ops.multiply(ops.cast(ops.arange(n, dtype="int32"), "uint32"), _GOLDEN) + key)
+    # Element positions, row-major; the leading (batch) size may be symbolic.
+    index = ops.arange(shape[-1], dtype="int32")
+    if len(shape) == 2:
+        index = ops.arange(shape[0], dtype="int32")[:, None] * shape[-1] + index[None, :]
+    elif len(shape) != 1:
+        raise ValueError(f"uniform_noise takes a 1-D or 2-D shape; received {shape}.")
+    x = _mix32(ops.multiply(ops.cast(index, "uint32"), _GOLDEN) + key)
     u = (ops.cast(ops.right_shift(x, np.uint32(8)), "float32") + 0.5) * (1.0 / 16777216.0)
-    return ops.reshape(EPSILON + (1.0 - 2.0 * EPSILON) * u, shape)
+    return EPSILON + (1.0 - 2.0 * EPSILON) * u
 
 
 def hard_concrete_sample(log_alpha, u, temperature=DEFAULT_TEMPERATURE):
