@@ -945,7 +945,8 @@ def _train(args, run):
                f"architecture {[input_dim, *args.hidden, num_classes]} ({dense_params:,} parameters), "
                f"lambda {lambdas}"
          + (f", budget {memory.kib(budget):.2f} KiB, initial batch {args.initial_batch_size}"
-            if budget else f", batch {args.batch_size}"))
+            if budget else f", batch {args.batch_size}")
+         + f" (Keras backend: {getattr(args, 'backend', None) or 'tensorflow'})")
     common = {"dataset": args.dataset, "hidden": args.hidden, "num_classes": num_classes,
               "learning_rate": args.learning_rate, "seed": args.seed, "verbose": _verbose(args)}
     # After every epoch (and its surgery): the history so far and the model, so that an
