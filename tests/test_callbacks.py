@@ -1,22 +1,8 @@
 """PruningCallback events and the PruningLogger report."""
 
-import numpy as np
+from test_surgery import _data, _model
 
 import keras_dynhp
-
-
-def _model(seed=0, **kw):
-    return keras_dynhp.build_mlp([12, 8], input_dim=20, num_classes=4, seed=seed, **kw)
-
-
-def _data(n=64, seed=0):
-    rng = np.random.default_rng(seed)
-    return rng.normal(size=(n, 20)).astype("float32"), rng.integers(0, 4, n)
-
-
-def _set_stats(layer, rates):
-    layer.gate_observations.assign(100.0)
-    layer.gate_active_count.assign(np.asarray(rates, "float32") * 100.0)
 
 
 def test_pruning_callback_and_logger(tmp_path):
