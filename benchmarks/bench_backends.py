@@ -30,7 +30,6 @@ def _worker(backend, batches, rounds, surgery):
     os.environ["KERAS_BACKEND"] = backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
-    import numpy as np
 
     import keras_dynhp
     from keras_dynhp import memory
