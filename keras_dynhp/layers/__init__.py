@@ -43,4 +43,5 @@ __all__ = [
     "register_gated_layer",
     "registered_gated_layers",
     "slice_array",
+    "uniform_noise",
 ]
