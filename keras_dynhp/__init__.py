@@ -36,6 +36,7 @@ _EXPORTS = {
     "HardPruning": "keras_dynhp.pruning",
     "DynamicBatchSize": "keras_dynhp.batch_size",
     "FixedBatchSize": "keras_dynhp.batch_size",
+    "ModelBudget": "keras_dynhp.budget",
     # data
     "make_dataset": "keras_dynhp.data",
     # export
@@ -44,8 +45,8 @@ _EXPORTS = {
     "accuracy": "keras_dynhp.evaluation",
 }
 _SUBMODULES = (
-    "batch_size", "callbacks", "data", "evaluation", "export", "layers", "litert", "memory",
-    "models", "ondevice", "pruning", "retrain", "surgery", "training",
+    "batch_size", "budget", "callbacks", "data", "evaluation", "export", "layers", "litert", "memory",
+    "models", "ondevice", "penalty", "pruning", "retrain", "surgery", "training",
 )
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)

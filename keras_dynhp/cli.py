@@ -60,7 +60,7 @@ QUANTIZATIONS = ("float", "dynamic", "float16", "int8")
 DATASET_CHOICES = ("fashion_mnist", "mnist")
 DATA_NAMES = ("all", "mnist", "fashion_mnist", "fashion-mnist")
 UNITS_CHOICES = ("KiB", "paper")
-PROFILE_CHOICES = ("paper", "quick", "tiny")  # the keys of experiments.reproduce.PROFILES
+PROFILE_CHOICES = ("paper", "quick", "compress100", "tiny")  # the keys of experiments.reproduce.PROFILES
 BENCHMARK_SAMPLES = 256  # test images cycled through by `benchmark`
 
 
@@ -184,6 +184,14 @@ def _train_arguments(t):
     t.add_argument("--lambda", dest="l0_lambda", type=_lambdas, default=[0.01], metavar="L[,L...]",
                    help="L0 strength: one value or one per gated layer (input + each hidden layer); "
                         "default 0.01 (the paper's)")
+    t.add_argument("--penalty", choices=("louizos", "size"), default="louizos",
+                   help="L0 penalty weighting: louizos (each gate weighted by its fan-out, the "
+                        "paper's) or size (the expected model size: what pruning a unit frees) "
+                        "(default louizos)")
+    t.add_argument("--model-budget", type=_budget, default=None, metavar="SIZE",
+                   help="deliver a network of at most SIZE bytes (4 bytes per weight and bias; "
+                        "e.g. 250KB, KB = 1000 B), reached 3/4 of the way through the epochs "
+                        "(default: no model budget)")
     t.add_argument("--gamma", type=_float_in(0, 1), default=0.5,
                    help="hard-pruning threshold on activation rates (default 0.5)")
     t.add_argument("--droprate-init", type=_float_in(0, 1, low_open=True, high_open=True), default=0.5,
@@ -292,7 +300,9 @@ def _reproduce_arguments(p):
     p.add_argument("--profile", choices=PROFILE_CHOICES, default="quick",
                    help="paper: both datasets, SP/HP at batch 16-512, the paper's alpha_bs grids, "
                         "2000 epochs (days on a CPU); quick: both datasets, 3 SP, 2 HP, 2 DynHP runs "
-                        "each, 20 epochs (about an hour per dataset on 2 cores); tiny: a smoke test "
+                        "each, 20 epochs (about an hour per dataset on 2 cores); compress100: SP, "
+                        "HP, DynHP and DynHP with a model budget, size penalty, 100 epochs (hours "
+                        "on 2 cores); tiny: a smoke test "
                         "(default quick)")
     p.add_argument("--output", default="runs/reproduce", metavar="DIR",
                    help="output directory; re-running resumes it (default runs/reproduce)")
@@ -300,8 +310,9 @@ def _reproduce_arguments(p):
                    help="restrict to these datasets (default: the profile's)")
     p.add_argument("--epochs", type=_positive_int, default=None,
                    help="override the profile's epochs (paper 2000, quick 20, tiny 2)")
-    p.add_argument("--lambda", dest="l0_lambda", type=_lambdas, default=[0.01], metavar="L[,L...]",
-                   help="L0 strength: one value or one per gated layer (default 0.01, the paper's)")
+    p.add_argument("--lambda", dest="l0_lambda", type=_lambdas, default=None, metavar="L[,L...]",
+                   help="L0 strength: one value or one per gated layer (default: the profile's; "
+                        "0.01, the paper's, except compress100: 0.001 with the size penalty)")
     p.add_argument("--gamma", type=_float_in(0, 1), default=0.5,
                    help="hard-pruning threshold (default 0.5)")
     p.add_argument("--learning-rate", type=_float_in(0, math.inf, low_open=True, high_open=True),
@@ -614,6 +625,12 @@ def _check_train_args(args, input_dim, num_classes):
             raise UsageError(f"--budget too small: {_one_line(e)}") from e
     elif args.budget is not None:
         _warn("--budget is only used by --mode dynhp; ignored")
+    if getattr(args, "model_budget", None) is not None:
+        smallest = harness.dense_params(1, [1] * len(args.hidden), num_classes)  # one unit per gated layer
+        if args.model_budget < memory.network_bytes(smallest):
+            raise UsageError(
+                f"--model-budget {args.model_budget:,} bytes cannot be met: the smallest network with one "
+                f"unit per gated layer stores {memory.network_bytes(smallest):,} bytes")
     return lambdas, dense_params, budget
 
 
@@ -634,7 +651,9 @@ RUN_MARKERS = ("run.json", "model.keras", "history.json", "history.csv", "summar
 #: The flags of a run, saved in its run.json (not saved: --output, --resume, --overwrite, --quiet).
 RUN_FLAGS = ("dataset", "mode", "hidden", "epochs", "batch_size", "initial_batch_size", "alpha_bs",
              "budget", "variance_every", "l0_lambda", "gamma", "droprate_init", "learning_rate",
-             "seed", "subset", "quantization", "baseline", "units")
+             "seed", "subset", "quantization", "baseline", "units", "penalty", "model_budget")
+#: Flags added after run.json's format 1: a saved run without them takes their defaults.
+RUN_FLAGS_OPTIONAL = ("penalty", "model_budget")
 #: Flags that --resume may change: they change what is printed, not the run.
 RESUME_MAY_CHANGE = ("units", "quiet")
 RUN_FORMAT = 1
@@ -693,13 +712,14 @@ def _read_run(directory):
     path = os.path.join(directory, "run.json")
     run = _read_json(path)
     saved = run.get("args") if isinstance(run, dict) else None
-    missing = sorted(set(RUN_FLAGS) - set(saved)) if isinstance(saved, dict) else list(RUN_FLAGS)
+    missing = (sorted(set(RUN_FLAGS) - set(RUN_FLAGS_OPTIONAL) - set(saved)) if isinstance(saved, dict)
+               else list(RUN_FLAGS))
     if missing:
         raise RunError(f"{path} is not the run.json of `{PROG} train`: the settings check failed "
                        f"(missing {', '.join(missing)})")
     parser = _train_parser(_RaisingParser)
     try:  # the saved flags pass the same checks as typed ones
-        argv = [t for dest in RUN_FLAGS for t in _flag_tokens(parser, dest, saved[dest])]
+        argv = [t for dest in RUN_FLAGS if dest in saved for t in _flag_tokens(parser, dest, saved[dest])]
         namespace = parser.parse_args(argv)
     except (_ArgumentsError, StopIteration, TypeError, ValueError) as e:
         raise RunError(f"{path} holds an invalid setting: {_one_line(e)}") from e
@@ -943,7 +963,8 @@ def _train(args, run):
             if done < args.epochs else f"{label} has finished its {args.epochs} epochs"))
     _say(args, f"{label} on {len(x):,} {args.dataset} training images, {args.epochs} epochs: "
                f"architecture {[input_dim, *args.hidden, num_classes]} ({dense_params:,} parameters), "
-               f"lambda {lambdas}"
+               f"lambda {lambdas} ({args.penalty} penalty)"
+         + (f", model budget {args.model_budget:,} bytes" if args.model_budget else "")
          + (f", budget {memory.kib(budget):.2f} KiB, initial batch {args.initial_batch_size}"
             if budget else f", batch {args.batch_size}")
          + f" (Keras backend: {getattr(args, 'backend', None) or 'tensorflow'})")
@@ -961,6 +982,7 @@ def _train(args, run):
                 args.mode, value, data, args.epochs, **common, l0_lambda=lambdas, gamma=args.gamma,
                 droprate_init=args.droprate_init, budget_bytes=budget,
                 initial_batch_size=args.initial_batch_size, variance_every=args.variance_every,
+                penalty=args.penalty, model_budget=args.model_budget,
                 callbacks=[saver], model_path=path("model.keras"), compact_path=path("compact.keras"),
                 tflite_path=path("model.tflite"), quantization=args.quantization, resume=resume)
         except keras_dynhp.training.DivergenceError as e:
@@ -1009,6 +1031,7 @@ def _train(args, run):
             "config": {
                 "dataset": args.dataset, "mode": args.mode, "hidden": args.hidden,
                 "epochs": args.epochs, "l0_lambda": lambdas, "gamma": args.gamma,
+                "penalty": args.penalty, "model_budget_bytes": args.model_budget,
                 "droprate_init": args.droprate_init, "learning_rate": args.learning_rate,
                 "seed": args.seed, "subset": args.subset, "batch_size": args.batch_size,
                 "alpha_bs": args.alpha_bs, "initial_batch_size": args.initial_batch_size,
@@ -1219,10 +1242,12 @@ def cmd_reproduce(args):
     from keras_dynhp.experiments import datasets, harness, reproduce
 
     n_layers = len(harness.LENET_HIDDEN) + 1
-    if len(args.l0_lambda) not in (1, n_layers):
-        raise UsageError(f"--lambda needs 1 or {n_layers} values (one per gated layer of "
-                         f"LeNet-300-100); received {len(args.l0_lambda)}")
-    lam = args.l0_lambda[0] if len(args.l0_lambda) == 1 else args.l0_lambda
+    lam = None
+    if args.l0_lambda is not None:
+        if len(args.l0_lambda) not in (1, n_layers):
+            raise UsageError(f"--lambda needs 1 or {n_layers} values (one per gated layer of "
+                             f"LeNet-300-100); received {len(args.l0_lambda)}")
+        lam = args.l0_lambda[0] if len(args.l0_lambda) == 1 else args.l0_lambda
     _makedirs(args.output, "--output")
     start = time.perf_counter()
     try:

@@ -11,7 +11,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_dynhp import backend, memory, surgery, training
+from keras_dynhp import backend, memory, penalty as penalties, surgery, training
+from keras_dynhp.budget import ModelBudget
 from keras_dynhp.data import EpochPipeline, validation_dataset
 from keras_dynhp.layers import FeatureSelect, GatedLayer, L0Dense
 
@@ -40,6 +41,10 @@ class DynHPModel(backend.trainer(), keras.Model):
         input_indices: Surviving input features (None: all).
         training_state: Where training stands (`epoch`, `memory_total_bytes`,
             `batch_size`), kept up to date by `fit` and saved with the model.
+        penalty: Weighting of the L0 penalty, "louizos" (eq. 5, the paper's)
+            or "size" (eq. 11: the expected model size, which counts
+            everything pruning a unit frees); see :mod:`keras_dynhp.penalty`.
+            Set on every gated layer; None takes the layers' own setting.
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -48,7 +53,8 @@ class DynHPModel(backend.trainer(), keras.Model):
         75
     """
 
-    def __init__(self, gated_layers, input_dim, input_indices=None, training_state=None, **kwargs):
+    def __init__(self, gated_layers, input_dim, input_indices=None, training_state=None, penalty=None,
+                 **kwargs):
         super().__init__(**kwargs)
         if not gated_layers:
             raise ValueError("`gated_layers` must contain at least one L0Dense layer.")
@@ -62,6 +68,15 @@ class DynHPModel(backend.trainer(), keras.Model):
                     f"DynHPModel takes gated layers (such as L0Dense) only; received "
                     f"{type(layer).__name__}."
                 )
+        if penalty is None:
+            kinds = sorted({layer.penalty for layer in layers})
+            if len(kinds) > 1:
+                raise ValueError(
+                    f"The gated layers mix L0 penalty weightings {kinds}: pass `penalty=` to use one.")
+            penalty = kinds[0]
+        self.penalty = penalties.check_penalty(penalty)
+        for layer in layers:
+            layer.penalty = self.penalty
         self.input_dim = int(input_dim)
         self.feature_select = FeatureSelect(self.input_dim, input_indices, name="feature_select")
         self.gated_layers = layers
@@ -72,6 +87,13 @@ class DynHPModel(backend.trainer(), keras.Model):
         self.training_state = dict(training_state or {})
         self.variance_tracker = keras.metrics.Mean(name="grad_var_l1")
         self.data_loss_tracker = keras.metrics.Mean(name="data_loss")
+        # The model-size budget's state (keras_dynhp.budget): the multiplier mu of eq. 13
+        # and the epoch's target T_e (eq. 12). `_budget` is (M, eta) during a budgeted fit.
+        self.budget_multiplier = self.add_weight(
+            name="budget_multiplier", shape=(), initializer="zeros", trainable=False)
+        self.budget_target_bytes = self.add_weight(
+            name="budget_target_bytes", shape=(), initializer="ones", trainable=False)
+        self._budget = None
         self.build((None, self.input_dim))
 
     @property
@@ -106,15 +128,27 @@ class DynHPModel(backend.trainer(), keras.Model):
                 f"shape {tuple(inputs.shape)}."
             )
         x = self.feature_select(inputs)
-        if probes is None:
-            for layer in self.gated_layers:
-                x = layer(x, training=training)
-            return x
         gated = []
-        for layer, probe in zip(self.gated_layers, probes):
-            x, a = layer(x, training=training, probe=probe)
-            gated.append(a)
-        return x, gated
+        for i, layer in enumerate(self.gated_layers):
+            if probes is None:
+                x = layer(x, training=training)
+            else:
+                x, a = layer(x, training=training, probe=probes[i])
+                gated.append(a)
+        if self.penalty == "size":  # eq. 11 needs every layer's gates: added here, not per layer
+            self.add_loss(penalties.size_penalty(self.gated_layers))
+        if training and self._budget is not None:
+            self.add_loss(self._budget_term())
+        return x if probes is None else (x, gated)
+
+    def _budget_term(self):
+        """mu * E[S] / M, and the dual-ascent step of mu (eq. 13); see :mod:`keras_dynhp.budget`."""
+        max_bytes, step = self._budget
+        expected = memory.BYTES_PER_NUMBER * penalties.expected_params(self.gated_layers)
+        mu = ops.convert_to_tensor(self.budget_multiplier)
+        violation = ops.stop_gradient(expected) / self.budget_target_bytes - 1.0
+        self.budget_multiplier.assign(ops.maximum(mu + step * violation, 0.0))
+        return ops.stop_gradient(mu) * expected / float(max_bytes)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.gated_layers[-1].output_units)
@@ -171,8 +205,20 @@ class DynHPModel(backend.trainer(), keras.Model):
         return memory.network_bytes(self.count_params_stored())
 
     def l0_penalty(self):
-        """Total expected-L0 penalty of the gated layers (float)."""
-        return float(sum(ops.convert_to_numpy(layer.l0_penalty()) for layer in self.gated_layers))
+        """Total expected-L0 penalty (float): the layers' terms, plus eq. 11 with `penalty="size"`."""
+        total = sum(float(ops.convert_to_numpy(layer.l0_penalty())) for layer in self.gated_layers)
+        if self.penalty == "size":
+            total += float(ops.convert_to_numpy(penalties.size_penalty(self.gated_layers)))
+        return total
+
+    def expected_bytes(self):
+        """Expected network bytes under the gates' distribution, 4 * E[params] (eq. 11)."""
+        return memory.BYTES_PER_NUMBER * float(ops.convert_to_numpy(
+            penalties.expected_params(self.gated_layers)))
+
+    def delivered_bytes(self):
+        """Network bytes of the compact model `strip` would make now (units with a non-zero gate)."""
+        return memory.network_bytes(penalties.delivered_params(self.gated_layers))
 
     def expected_active_units(self):
         """sum_j P(z_j > 0) per gated layer."""
@@ -191,6 +237,7 @@ class DynHPModel(backend.trainer(), keras.Model):
             "input_dim": self.input_dim,
             "input_indices": self.feature_select.indices,
             "training_state": dict(self.training_state),
+            "penalty": self.penalty,
         }
         return config
 
@@ -253,6 +300,7 @@ class DynHPModel(backend.trainer(), keras.Model):
         validation_batch_size=None,
         pruning=None,
         batch_policy=None,
+        model_budget=None,
     ):
         """Trains with soft pruning (`sp`), hard pruning (`hp`) or DynHP (`dynhp`).
 
@@ -290,6 +338,11 @@ class DynHPModel(backend.trainer(), keras.Model):
             pruning: A :class:`~keras_dynhp.pruning.HardPruning` (hp, dynhp).
             batch_policy: A :class:`~keras_dynhp.batch_size.FixedBatchSize` or
                 :class:`~keras_dynhp.batch_size.DynamicBatchSize` (dynhp).
+            model_budget: The most bytes the trained network may store (paper
+                accounting: 4 bytes per weight and bias), as bytes, a string
+                such as "250KB" (KB = 1000 B), or a
+                :class:`~keras_dynhp.budget.ModelBudget` (to set its deadline
+                and multiplier step). Any mode; see :mod:`keras_dynhp.budget`.
 
         Returns:
             A `keras.callbacks.History`. Per epoch it records `loss`, metrics,
@@ -298,11 +351,17 @@ class DynHPModel(backend.trainer(), keras.Model):
             `batch_bytes`, `mo_bytes` (network + batch, in the epoch),
             `memory_total_bytes` (running sum of MO), `surgery_ms`; for `dynhp`
             also `grad_var_l1` (||S||_1), `data_loss` (F), `next_batch_size`,
-            `budget_bytes` and `budget_headroom_bytes`.
+            `budget_bytes` and `budget_headroom_bytes`. Every mode records
+            `expected_bytes` (4 * E[params], eq. 11) and `delivered_bytes` (the
+            compact model's size); with a model budget also
+            `model_budget_bytes`, `budget_target_bytes` (eq. 12),
+            `budget_multiplier` (mu, eq. 13) and `budget_removed_units`.
 
         Raises:
             ValueError: For an unknown mode, bad arguments or inputs of the wrong
-                shape, and when the budget cannot hold the initial network and batch.
+                shape, when the memory budget cannot hold the initial network and
+                batch, and when no network with `min_units` per layer fits the
+                model budget.
         """
         if mode not in MODES:
             raise ValueError(f"Unknown `mode`={mode!r}; expected one of {MODES}.")
@@ -329,6 +388,8 @@ class DynHPModel(backend.trainer(), keras.Model):
                 f"{self.units()}): no layer can drop below min_units, so lower it.")
         training.check_callbacks(callbacks, pruning)
         batch_policy.check_fits(self.count_params_stored(), self.example_size)
+        budget = self._resolve_budget(model_budget, epochs, resuming,
+                                      pruning.min_units if pruning is not None else min_units)
         verbose = 1 if verbose == "auto" else int(verbose)
 
         num_classes = self.gated_layers[-1].output_units if self._sparse_labels() else None
@@ -345,7 +406,8 @@ class DynHPModel(backend.trainer(), keras.Model):
             return training.run_epochs(
                 self, super().fit, pipeline, validation, epochs, initial_epoch, callbacks, verbose,
                 pruning, batch_policy,
-                memory_total_bytes=self.training_state.get("memory_total_bytes", 0) if resuming else 0)
+                memory_total_bytes=self.training_state.get("memory_total_bytes", 0) if resuming else 0,
+                budget=budget)
         except backend.framework_errors() as e:  # a bad batch that only a dataset can hide
             classes = self.gated_layers[-1].output_units
             text = str(getattr(e, "message", e))
@@ -363,6 +425,25 @@ class DynHPModel(backend.trainer(), keras.Model):
             if self._report_variance:  # evaluate / predict report the loss and compiled metrics only
                 self._report_variance = False
                 self.test_function = None
+
+    def _resolve_budget(self, model_budget, epochs, resuming, min_units):
+        """The fit's ModelBudget (or None), resolved and checked; arms (or disarms) the train step."""
+        budget = ModelBudget.get(model_budget)
+        if budget is not None:
+            if isinstance(min_units, bool) or not isinstance(min_units, (int, np.integer)) or min_units < 1:
+                raise ValueError(f"`min_units` must be an integer >= 1; received min_units={min_units!r}.")
+            budget.check_feasible(self.gated_layers, min_units)
+            state = self.training_state if resuming else {}
+            if budget.deadline is None and state.get("budget_deadline") is not None:
+                budget.deadline = int(state["budget_deadline"])
+            budget.resolve(epochs, state.get("budget_start_bytes") or self.delivered_bytes())
+            if not resuming:
+                self.budget_multiplier.assign(0.0)
+        armed = None if budget is None else (budget.max_bytes, budget.multiplier_lr)
+        if armed != self._budget:
+            self._budget = armed
+            self.train_function = None
+        return budget
 
     def _sparse_labels(self):
         """Whether the compiled loss takes class ids (sparse categorical cross-entropy)."""
@@ -403,6 +484,7 @@ def build_mlp(
     optimizer=None,
     compile=True,
     seed=None,
+    penalty="louizos",
     name="dynhp_mlp",
 ):
     """Builds (and compiles) a LeNet-300-100 style MLP of :class:`L0Dense` layers.
@@ -424,6 +506,9 @@ def build_mlp(
         optimizer: Optimizer to compile with (default Adam).
         compile: Compile with sparse categorical cross-entropy and accuracy.
         seed: Seed of initialisers and gate noise.
+        penalty: L0 penalty weighting: "louizos" (eq. 5, the paper's) or
+            "size" (eq. 11, the expected model size); see
+            :mod:`keras_dynhp.penalty`.
         name: Model name.
 
     Returns:
@@ -462,7 +547,7 @@ def build_mlp(
                 name=f"l0_dense_{i}",
             )
         )
-    model = DynHPModel(layers, input_dim=input_dim, name=name)
+    model = DynHPModel(layers, input_dim=input_dim, penalty=penalty, name=name)
     if compile:
         model.compile(
             optimizer=optimizer or keras.optimizers.Adam(learning_rate),

@@ -128,21 +128,46 @@ def prune_model(model, gamma=0.5, min_units=1, policy=None):
     Returns:
         A dict report: `units_before`, `units_after` (gated input units per layer),
         `pruned` (per layer), `changed` (bool), `seconds` (surgery time).
+    """
+    policy = policy or HardPruning(gamma, min_units)
+    keep = []
+    for layer in model.gated_layers:
+        rates = layer.activation_rates()
+        keep.append(None if rates is None else policy.keep(rates))
+    return remove_units(model, keep)
+
+
+def remove_units(model, keep):
+    """Removes the gated units not in `keep` from a DynHPModel, in place.
+
+    Each group's consumer decides (its gated inputs); the producer loses the
+    same units as outputs, or the model's FeatureSelect the input features.
+
+    Args:
+        model: A built DynHPModel.
+        keep: One boolean mask (or None: keep all) per gated layer, over its
+            current gated input units.
+
+    Returns:
+        The report of :func:`prune_model`.
 
     The smaller layers are built before the model is touched, and an error or
     interrupt while they are swapped in puts the old ones back: the model is
     either pruned or as it was, never half-pruned.
     """
     start = time.perf_counter()
-    policy = policy or HardPruning(gamma, min_units)
     layers = list(model.gated_layers)
     before = [layer.gated_units for layer in layers]
     keep_in, keep_out, keep_features = {}, {}, None
     for group in model.pruning_groups():
-        rates = layers[group.consumer].activation_rates()
-        if rates is None:
+        mask = keep[group.consumer]
+        if mask is None:
             continue
-        mask = policy.keep(rates)
+        mask = np.asarray(mask, bool)
+        if mask.shape != (before[group.consumer],) or not mask.any():
+            raise ValueError(
+                f"The keep mask of gated layer {group.consumer} must be a non-empty selection of its "
+                f"{before[group.consumer]} units; received shape {mask.shape}, {int(mask.sum())} kept.")
         if mask.all():
             continue
         kept = np.flatnonzero(mask)

@@ -19,7 +19,7 @@ import warnings
 import keras
 from keras import ops
 
-from keras_dynhp import memory, surgery
+from keras_dynhp import budget as budgets, memory, surgery
 from keras_dynhp.batch_size import DynamicBatchSize, FixedBatchSize
 from keras_dynhp.pruning import HardPruning
 
@@ -168,7 +168,7 @@ def _listens_to_batches(callbacks):
 
 
 def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, callbacks, verbose,
-               pruning, batch_policy, memory_total_bytes=0):
+               pruning, batch_policy, memory_total_bytes=0, budget=None):
     """Runs the epochs of one `fit` (see the module docstring); returns the History.
 
     Args:
@@ -183,6 +183,7 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
         pruning: :class:`~keras_dynhp.pruning.HardPruning` or None (sp).
         batch_policy: The batch policy (its `batch_size` is the first epoch's).
         memory_total_bytes: Running sum of MO of the epochs before `initial_epoch`.
+        budget: A resolved :class:`~keras_dynhp.budget.ModelBudget` or None.
 
     After every epoch (before the callbacks, so a checkpoint saves it)
     `model.training_state` records the epochs done, the running memory total
@@ -203,6 +204,8 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
     for epoch in range(initial_epoch, epochs):
         callback_list.set_params({"verbose": verbose, "epochs": epochs, "steps": pipeline.steps(batch)})
         snapshot = _snapshot(model)  # the model as the last finished epoch left it
+        if budget is not None:  # eq. 12's target, in expected bytes (see keras_dynhp.budget)
+            model.budget_target_bytes.assign(budgets.expected_target(model, budget.target_bytes(epoch)))
         for layer in model.gated_layers:
             layer.reset_gate_stats()
         params_in_epoch = model.count_params_stored()
@@ -237,12 +240,30 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
         if pruning is not None and pruning.prunes_after(epoch):
             report = surgery.prune_model(model, policy=pruning)
             _warn_about(report, epoch, pruning.min_units)
+        if budget is not None:
+            logs["budget_multiplier"] = float(ops.convert_to_numpy(model.budget_multiplier))
+            logs["budget_target_bytes"] = budget.target_bytes(epoch)
+            logs["model_budget_bytes"] = budget.max_bytes
+            removed = 0
+            if budget.enforced_after(epoch):
+                units_before = report["units_before"] if report else model.units()
+                seconds = report["seconds"] if report else 0.0
+                removed = budgets.enforce(model, budget, pruning.min_units if pruning else 1,
+                                          hard=pruning is not None)
+                if pruning is not None and removed:
+                    after = model.units()
+                    report = {"units_before": units_before, "units_after": after, "changed": True,
+                              "pruned": [b - a for b, a in zip(units_before, after)],
+                              "seconds": seconds + (report["seconds"] if report else 0.0)}
+            logs["budget_removed_units"] = removed
         for i, (units, active) in enumerate(zip(model.units(), model.expected_active_units())):
             logs[f"units_{i}"] = units
             logs[f"expected_active_{i}"] = active
             logs[f"pruned_{i}"] = report["pruned"][i] if report else 0
         logs["params"] = model.count_params_stored()
         logs["network_bytes"] = model.network_bytes()
+        logs["expected_bytes"] = model.expected_bytes()
+        logs["delivered_bytes"] = model.delivered_bytes()
         logs["surgery_ms"] = 1000.0 * report["seconds"] if report else 0.0
         if batch_policy.measures_variance:
             s_l1 = float(logs.get("grad_var_l1", 0.0))
@@ -255,15 +276,18 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
         else:
             logs.pop("grad_var_l1", None)
             logs.pop("data_loss", None)
-        model.training_state = {"epoch": epoch + 1, "memory_total_bytes": int(total_bytes),
-                                "batch_size": int(batch)}
+        state = {"epoch": epoch + 1, "memory_total_bytes": int(total_bytes), "batch_size": int(batch)}
+        if budget is not None:
+            state.update(budget_start_bytes=int(budget.start_bytes), budget_deadline=int(budget.deadline))
+        model.training_state = state
         if report and report["changed"]:
             for cb in user_callbacks:
                 if hasattr(cb, "on_prune"):
                     cb.on_prune(epoch, report)
         callback_list.on_epoch_end(epoch, logs)
         if verbose:
-            print(progress_line(epoch, epochs, logs, len(model.gated_layers)), flush=True)
+            mode = "sp" if pruning is None else ("dynhp" if batch_policy.measures_variance else "hp")
+            print(progress_line(epoch, epochs, logs, len(model.gated_layers), mode), flush=True)
         if model.stop_training:
             break
     callback_list.on_train_end()
@@ -285,14 +309,18 @@ def _warn_about(report, epoch, min_units):
                 f"layer {i} at once.", PruningWarning, stacklevel=4)
 
 
-def progress_line(epoch, epochs, logs, n_layers):
-    """One readable line per epoch: batch size, units per layer, memory vs budget."""
+def progress_line(epoch, epochs, logs, n_layers, mode="dynhp"):
+    """One readable line per epoch: batch size, units per layer, memory vs budgets."""
     units = [int(logs[f"units_{i}"]) for i in range(n_layers)]
     pruned = sum(int(logs[f"pruned_{i}"]) for i in range(n_layers))
-    line = (f"[dynhp] epoch {epoch + 1}/{epochs}: batch {int(logs['batch_size'])}, "
+    line = (f"[{mode}] epoch {epoch + 1}/{epochs}: batch {int(logs['batch_size'])}, "
             f"units {units} ({pruned} pruned), params {int(logs['params']):,}, "
             f"memory {memory.kib(logs['mo_bytes']):.1f} KiB")
     if "budget_bytes" in logs:
         line += (f" of {memory.kib(logs['budget_bytes']):.1f} KiB budget, "
                  f"next batch {int(logs['next_batch_size'])}")
+    if "model_budget_bytes" in logs:
+        line += (f"; model {logs['delivered_bytes'] / 1000:.1f} KB of {logs['model_budget_bytes'] / 1000:.1f}"
+                 f" KB budget (target {logs['budget_target_bytes'] / 1000:.1f} KB, "
+                 f"mu {logs['budget_multiplier']:.3g})")
     return line

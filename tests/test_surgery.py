@@ -145,3 +145,19 @@ def test_surgery_is_all_or_nothing(monkeypatch):
     for layer in model.gated_layers:
         _set_stats(layer, np.linspace(0, 1, layer.input_dim))
     assert surgery.prune_model(model, gamma=0.5)["changed"]
+
+
+def test_remove_units_takes_explicit_masks_and_rejects_empty_ones():
+    model = _model()
+    x, _ = _data()
+    keep = [np.arange(20) % 2 == 0, np.arange(12) < 5, None]
+    report = surgery.remove_units(model, keep)
+    assert report["units_after"] == [10, 5, 8] and report["pruned"] == [10, 7, 0]
+    assert model.architecture() == [10, 5, 8, 4]
+    assert model.feature_select.indices == list(range(0, 20, 2))
+    assert model.predict(x, verbose=0).shape == (64, 4)
+    with pytest.raises(ValueError, match="non-empty selection"):
+        surgery.remove_units(model, [np.zeros(10, bool), None, None])
+    with pytest.raises(ValueError, match="non-empty selection"):
+        surgery.remove_units(model, [np.ones(3, bool), None, None])
+    assert model.architecture() == [10, 5, 8, 4]

@@ -53,7 +53,7 @@ LENET_HIDDEN = (300, 100)
 RESULT_KEYS = (
     "label", "method", "value", "config", "dataset", "epochs", "error_pct", "test_accuracy",
     "params", "architecture", "model_bytes", "training_bytes", "final_batch_size", "budget_bytes",
-    "tflite_bytes", "seconds", "history",
+    "tflite_bytes", "seconds", "history", "penalty", "model_budget_bytes", "delivered_bytes",
 )
 #: The extra keys of a "tfmot" record.
 TFMOT_KEYS = ("nonzero_params", "tflite_gzip_bytes", "target_sparsity")
@@ -226,7 +226,7 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
                num_classes=None, l0_lambda=0.01, gamma=0.5, droprate_init=0.5, learning_rate=1e-3,
                budget_bytes=None, initial_batch_size=16, variance_every=1, sparsity=None, seed=0,
                verbose=2, callbacks=(), model_path=None, compact_path=None, tflite_path=None,
-               quantization=None, resume=None):
+               quantization=None, resume=None, penalty="louizos", model_budget=None, tag=None):
     """Trains one configuration and returns its result record.
 
     "sp", "hp" and "dynhp" train :func:`keras_dynhp.build_mlp` with
@@ -252,6 +252,11 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
         initial_batch_size: DynHP batch size of the first epoch.
         variance_every: DynHP measures the gradient variance every k steps.
         sparsity: Target weight sparsity of "tfmot" (required there).
+        penalty: L0 penalty weighting of sp/hp/dynhp, "louizos" (the paper's)
+            or "size" (:mod:`keras_dynhp.penalty`).
+        model_budget: Model-size budget of sp/hp/dynhp: bytes, a string such
+            as "250KB" or a :class:`keras_dynhp.ModelBudget`.
+        tag: Text appended to the record's label (e.g. "size, model 250 KB").
         seed: Seed of the initialisation and the shuffling.
         verbose: Keras verbosity.
         callbacks: More Keras callbacks for `fit`.
@@ -288,6 +293,9 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
         - `budget_bytes`: DynHP memory budget (None for the other methods);
         - `tflite_bytes`: size of the `.tflite` file (None when none was written);
         - `seconds`: training wall time (fit only, summed over resumed parts);
+        - `penalty`, `model_budget_bytes`: the settings (None for the peers);
+        - `delivered_bytes`: bytes of the compact model `keras_dynhp.strip`
+          makes (for sp smaller than `model_bytes` when gates closed);
         - `history`: per-epoch lists: Keras's logs (`loss`, `accuracy`,
           `val_loss`, `val_accuracy`, ...), `DynHPModel.fit`'s pruning and
           memory figures (see its docstring; the dense baseline gets `params`,
@@ -353,7 +361,7 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
         if gated:
             model = build_mlp(list(hidden), input_dim=input_dim, num_classes=num_classes,
                               l0_lambda=l0_lambda, droprate_init=droprate_init,
-                              learning_rate=learning_rate, seed=seed)
+                              learning_rate=learning_rate, seed=seed, penalty=penalty)
         else:
             model = build_dense(list(hidden), input_dim, num_classes, learning_rate, seed)
         state = {"history": {}, "epochs_done": 0, "seconds": 0.0}
@@ -368,6 +376,8 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
     fit_callbacks = [_epoch_checkpoint(directory, state, time.perf_counter()), *callbacks]
     common = {"epochs": epochs, "initial_epoch": initial_epoch, "validation_data": (xt, yt),
               "verbose": verbose, "callbacks": fit_callbacks}
+    if gated and model_budget is not None:
+        common["model_budget"] = model_budget
     if initial_epoch < epochs:
         if not gated:
             model.fit(x, y, batch_size=int(value), **common)
@@ -413,7 +423,13 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
         tflite_bytes=None if tflite_path is None else _export(model, tflite_path, quantization, x),
         seconds=state["seconds"],
         history=history,
+        penalty=model.penalty if gated else None,
+        model_budget_bytes=(None if not gated or model_budget is None
+                            else getattr(model_budget, "max_bytes", None) or memory.parse_bytes(model_budget)),
+        delivered_bytes=model.delivered_bytes() if gated else memory.network_bytes(params),
     )
+    if tag:
+        record["label"] += f", {tag}"
     if directory is not None:
         write_json(os.path.join(directory, "result.json"), record)
         _remove_checkpoints(directory)

@@ -68,12 +68,19 @@ class Profile:
         name: Profile name.
         datasets: Dataset names (see :func:`keras_dynhp.experiments.datasets.load_data`).
         epochs: Epochs of every run.
-        sp_batch_sizes: Batch sizes of the SP runs.
-        hp_batch_sizes: Batch sizes of the HP runs.
+        sp_batch_sizes: Batch sizes of the SP runs (or dataset name -> batch sizes).
+        hp_batch_sizes: Batch sizes of the HP runs (or dataset name -> batch sizes).
         alphas: Dataset name -> alpha_bs values of the DynHP runs.
         train_subset: Use only this many training images (None: all).
         test_subset: Use only this many test images (None: all).
         peers: Also run the dense Keras MLP and the tfmot peer.
+        penalty: L0 penalty weighting of every gated run ("louizos", the
+            paper's, or "size"; :mod:`keras_dynhp.penalty`).
+        lam: L0 lambda of the profile (None: `run`'s `lam`).
+        model_budgets: Dataset name -> model-size budget (e.g. "215040B") of
+            extra DynHP runs with a model budget (:mod:`keras_dynhp.budget`),
+            run right after SP, one per value of `budget_alphas`.
+        budget_alphas: Dataset name -> alpha_bs values of those runs.
     """
 
     name: str
@@ -85,6 +92,15 @@ class Profile:
     train_subset: int = None
     test_subset: int = None
     peers: bool = True
+    penalty: str = "louizos"
+    lam: float = None
+    model_budgets: dict = None
+    budget_alphas: dict = None
+
+    def batch_sizes(self, method, dataset):
+        """The SP ("sp") or HP ("hp") batch sizes of `dataset`."""
+        sizes = self.sp_batch_sizes if method == "sp" else self.hp_batch_sizes
+        return tuple(sizes.get(dataset, ())) if isinstance(sizes, dict) else tuple(sizes)
 
 
 PROFILES = {
@@ -94,6 +110,17 @@ PROFILES = {
     # sizes (plus the smallest and largest SP), two alpha_bs per dataset, 20 epochs.
     "quick": Profile("quick", ("fashion_mnist", "mnist"), 20, (32, 128, 512), (100, 128),
                      {"mnist": (0.972, 0.975), "fashion_mnist": (0.980, 0.988)}),
+    # Compression in 100 epochs (#15): the paper's SP batch as reference, HP, DynHP at two
+    # alpha_bs, and DynHP with a model budget at the paper's target sizes (MNIST 0.21, Fashion
+    # 0.14 "MBytes" = KiB / 1000), all with the size penalty (eq. 11). Runs in the order
+    # SP, DynHP + budget, HP, DynHP, so a partial grid holds the headline rows first.
+    "compress100": Profile(
+        "compress100", ("mnist", "fashion_mnist"), 100,
+        {"mnist": (512,), "fashion_mnist": (128,)}, {"mnist": (100,), "fashion_mnist": (128,)},
+        {"mnist": (0.973, 0.975), "fashion_mnist": (0.988, 0.989)}, peers=False,
+        penalty="size", lam=0.001,
+        model_budgets={"mnist": 210 * 1024, "fashion_mnist": 140 * 1024},
+        budget_alphas={"mnist": (0.973,), "fashion_mnist": (0.988,)}),
     # End-to-end smoke test: seconds, on a subset.
     "tiny": Profile("tiny", ("fashion_mnist",), 2, (128, 256), (128,), {"fashion_mnist": (0.98,)},
                     train_subset=2000, test_subset=500),
@@ -116,7 +143,7 @@ def load(dataset, train_subset=None, test_subset=None, seed=0):
 
 def _run_one(results, method, value, data, epochs, out, note="", **kwargs):
     """One harness run in `out/<config>/`, appended to `results` (unless it returns None)."""
-    cid = harness.config_id(method, value)
+    cid = harness.config_id(method, value) + kwargs.pop("suffix", "")
     print(f"[reproduce] {kwargs['dataset']} {cid}{note} ({epochs} epochs)", flush=True)
     r = harness.run_config(method, value, data, epochs, os.path.join(out, cid), **kwargs)
     if r is not None:
@@ -126,7 +153,7 @@ def _run_one(results, method, value, data, epochs, out, note="", **kwargs):
     return r
 
 
-def run(output, profile="quick", datasets=None, epochs=None, lam=0.01, gamma=0.5,
+def run(output, profile="quick", datasets=None, epochs=None, lam=None, gamma=0.5,
         learning_rate=1e-3, budget="best-sp", seed=0, peers=None, verbose=2):
     """Runs (or resumes) a profile and writes results, the Markdown table and plots.
 
@@ -135,7 +162,8 @@ def run(output, profile="quick", datasets=None, epochs=None, lam=0.01, gamma=0.5
         profile: "paper", "quick", "tiny" or a :class:`Profile`.
         datasets: Restrict to these datasets.
         epochs: Override the profile's epochs.
-        lam: L0 lambda (the paper's 0.01), one value or one per gated layer.
+        lam: L0 lambda, one value or one per gated layer (None: the profile's
+            `lam`, else the paper's 0.01).
         gamma: Hard-pruning threshold (the paper's 0.5).
         learning_rate: Adam learning rate.
         budget: DynHP budget: "best-sp" (per-epoch memory of the SP run with the
@@ -154,6 +182,8 @@ def run(output, profile="quick", datasets=None, epochs=None, lam=0.01, gamma=0.5
         raise ValueError(f"Unknown profile {profile!r}; expected one of {sorted(PROFILES)}.")
     prof = PROFILES[profile] if isinstance(profile, str) else profile
     epochs = prof.epochs if epochs is None else int(epochs)
+    if lam is None:
+        lam = prof.lam if prof.lam is not None else 0.01
     peers = prof.peers if peers is None else peers
     names = prof.datasets if datasets is None else tuple(datasets)
     os.makedirs(output, exist_ok=True)
@@ -163,6 +193,7 @@ def run(output, profile="quick", datasets=None, epochs=None, lam=0.01, gamma=0.5
         "sp_batch_sizes": prof.sp_batch_sizes, "hp_batch_sizes": prof.hp_batch_sizes,
         "alphas": {k: prof.alphas.get(k, ()) for k in names},
         "train_subset": prof.train_subset, "test_subset": prof.test_subset,
+        "penalty": prof.penalty, "model_budgets": prof.model_budgets, "budget_alphas": prof.budget_alphas,
     })
     results = []
     for dataset in names:
@@ -173,10 +204,8 @@ def run(output, profile="quick", datasets=None, epochs=None, lam=0.01, gamma=0.5
         out = os.path.join(output, dataset)
         common = {"dataset": dataset, "hidden": LENET_HIDDEN, "learning_rate": learning_rate,
                   "seed": seed, "verbose": verbose}
-        gated = {"l0_lambda": lam, "gamma": gamma, **common}
-        sp = [_run_one(results, "sp", b, data, epochs, out, **gated) for b in prof.sp_batch_sizes]
-        for b in prof.hp_batch_sizes:
-            _run_one(results, "hp", b, data, epochs, out, **gated)
+        gated = {"l0_lambda": lam, "gamma": gamma, "penalty": prof.penalty, **common}
+        sp = [_run_one(results, "sp", b, data, epochs, out, **gated) for b in prof.batch_sizes("sp", dataset)]
         best_sp = min(sp, key=lambda r: r["error_pct"])
         if budget == "best-sp":
             budget_bytes = memory.mo_bytes(dense_params, best_sp["value"], input_dim)
@@ -184,6 +213,15 @@ def run(output, profile="quick", datasets=None, epochs=None, lam=0.01, gamma=0.5
             budget_bytes = memory.mo_bytes(dense_params, PAPER_BUDGET_BATCH.get(dataset, 128), input_dim)
         else:
             budget_bytes = memory.parse_bytes(budget)
+        model_budget = (prof.model_budgets or {}).get(dataset)
+        if model_budget is not None:
+            model_budget = memory.parse_bytes(model_budget)
+            for a in (prof.budget_alphas or {}).get(dataset, ()):
+                _run_one(results, "dynhp", a, data, epochs, out, budget_bytes=budget_bytes,
+                         model_budget=model_budget, suffix=f"_model{model_budget}",
+                         tag=f"model budget {memory.paper_mbytes(model_budget):.3f}", **gated)
+        for b in prof.batch_sizes("hp", dataset):
+            _run_one(results, "hp", b, data, epochs, out, **gated)
         dyn = [_run_one(results, "dynhp", a, data, epochs, out, budget_bytes=budget_bytes, **gated)
                for a in prof.alphas.get(dataset, ())]
         if peers:

@@ -10,7 +10,8 @@ slicing", tfmot's `PrunableLayer`):
   (:meth:`GatedLayer.prunable_weights`), from which :meth:`GatedLayer.pruned`
   builds a smaller copy, and hard pruning slices the optimizer slots alike,
 * its contribution to ||S||_1 (:meth:`GatedLayer.variance_l1`),
-* its stored-parameter count (:meth:`GatedLayer.num_params`),
+* its stored-parameter count (:meth:`GatedLayer.num_params`,
+  :meth:`GatedLayer.params_for` at other widths, for the size penalty),
 * its gate-free plain Keras equivalent (:meth:`GatedLayer.to_plain`).
 
 Adding a layer type means writing its module (a `keras.layers.Layer` subclass
@@ -209,6 +210,14 @@ class GatedLayer:
 
     def num_params(self):
         """Weights + biases stored by this layer (gate parameters excluded)."""
+        raise NotImplementedError
+
+    def params_for(self, n_inputs, n_outputs):
+        """Weights + biases with `n_inputs` input and `n_outputs` output units.
+
+        Takes numbers or tensors: with expected unit counts it gives the
+        expected size of eq. 11 (:mod:`keras_dynhp.penalty`).
+        """
         raise NotImplementedError
 
     def variance_l1(self, gated_inputs, preact_grad, batch_size):

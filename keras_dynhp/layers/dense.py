@@ -12,6 +12,7 @@ from keras import ops
 
 from keras_dynhp.layers.base import GatedLayer, check_positive_int, register_gated_layer, slice_array
 from keras_dynhp.layers.gates import DEFAULT_TEMPERATURE
+from keras_dynhp.penalty import check_penalty
 
 
 @register_gated_layer(keras.layers.Dense)
@@ -35,6 +36,11 @@ class L0Dense(GatedLayer, keras.layers.Layer):
         temperature: Concrete temperature beta > 0 (default 2/3).
         l0_lambda: Non-negative L0 strength per weight controlled by a gate.
         weight_decay: Non-negative L2 strength (gated, as in Louizos et al.).
+        penalty: Weighting of the L0 term: "louizos" (the layer adds
+            `l0_lambda * sum_j P(z_j > 0) * units / N`, eq. 5, the paper's
+            setting) or "size" (the model adds the expected-size penalty of
+            eq. 11, which needs the next layer's gates; this layer then adds
+            only its weight decay). See :mod:`keras_dynhp.penalty`.
         dataset_size: N, the number of training examples the penalty is divided
             by (set automatically by `DynHPModel.fit`). `None` means 1.
         per_example_gates: Sample one gate vector per example (True) or one per
@@ -66,6 +72,7 @@ class L0Dense(GatedLayer, keras.layers.Layer):
         temperature=DEFAULT_TEMPERATURE,
         l0_lambda=0.01,
         weight_decay=0.0,
+        penalty="louizos",
         dataset_size=None,
         per_example_gates=True,
         collect_gate_stats=True,
@@ -89,6 +96,7 @@ class L0Dense(GatedLayer, keras.layers.Layer):
             raise ValueError(
                 f"`weight_decay` must be >= 0; received weight_decay={weight_decay!r}."
             )
+        self.penalty = check_penalty(penalty)
         if dataset_size is not None:
             dataset_size = check_positive_int("dataset_size", dataset_size)
         self.activation = keras.activations.get(activation)
@@ -175,9 +183,10 @@ class L0Dense(GatedLayer, keras.layers.Layer):
 
         `R = (1/N) * [sum_j P(z_j>0) * (l0_lambda * units + weight_decay/2 * ||W_j||^2)
         + weight_decay/2 * ||b||^2]`, N = `dataset_size` (1 if unset). Gate j
-        controls the `units` weights of row j of the kernel.
+        controls the `units` weights of row j of the kernel. With
+        `penalty="size"` the `l0_lambda` term is left to the model (eq. 11).
         """
-        per_gate = self.l0_lambda * self.units
+        per_gate = self.l0_lambda * self.units if self.penalty == "louizos" else 0.0
         if self.weight_decay:
             per_gate = per_gate + 0.5 * self.weight_decay * ops.sum(
                 ops.square(self.kernel), axis=1
@@ -194,8 +203,11 @@ class L0Dense(GatedLayer, keras.layers.Layer):
 
     def num_params(self):
         """Weights + biases stored by this layer (gate parameters excluded)."""
-        n = int(np.prod(self.kernel.shape))
-        return n + (self.units if self.use_bias else 0)
+        return int(self.params_for(self.input_dim, self.units))
+
+    def params_for(self, n_inputs, n_outputs):
+        """Kernel + bias entries with `n_inputs` inputs and `n_outputs` outputs (numbers or tensors)."""
+        return n_inputs * n_outputs + (n_outputs if self.use_bias else 0)
 
     def prunable_weights(self):
         """Kernel rows and gates follow the input units; kernel columns and bias the outputs."""
@@ -253,6 +265,7 @@ class L0Dense(GatedLayer, keras.layers.Layer):
                 "temperature": self.temperature,
                 "l0_lambda": self.l0_lambda,
                 "weight_decay": self.weight_decay,
+                "penalty": self.penalty,
                 "dataset_size": self.dataset_size,
                 "per_example_gates": self.per_example_gates,
                 "collect_gate_stats": self.collect_gate_stats,

@@ -1,0 +1,148 @@
+import itertools
+
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_dynhp
+from keras_dynhp import penalty
+from keras_dynhp.layers import L0Dense, LOG_ALPHA_RANGE, gate_probability
+
+
+def _chain(widths=(3, 2, 2), classes=2, seed=0, **kw):
+    """Built L0Dense layers with random gate parameters: gated inputs `widths`, then `classes`."""
+    rng = np.random.default_rng(seed)
+    outs = list(widths[1:]) + [classes]
+    layers = []
+    for n_in, n_out in zip(widths, outs):
+        layer = L0Dense(n_out, **kw)
+        layer.build((None, n_in))
+        layer.log_alpha.assign(rng.normal(0.0, 1.5, n_in).astype("float32"))
+        layers.append(layer)
+    return layers
+
+
+def _probabilities(layers):
+    return [ops.convert_to_numpy(gate_probability(layer.log_alpha)).astype("float64") for layer in layers]
+
+
+def _brute_force_expected_params(layers):
+    """E[params] by enumerating every on/off configuration of every gate."""
+    probs = _probabilities(layers)
+    flat = np.concatenate(probs)
+    sizes = [len(p) for p in probs]
+    classes = layers[-1].output_units
+    total = 0.0
+    for states in itertools.product([0, 1], repeat=len(flat)):
+        states = np.asarray(states)
+        weight = np.prod(np.where(states == 1, flat, 1.0 - flat))
+        counts = [int(c.sum()) for c in np.split(states, np.cumsum(sizes)[:-1])] + [classes]
+        params = sum(counts[i] * counts[i + 1] + counts[i + 1] for i in range(len(layers)))
+        total += weight * params
+    return total
+
+
+def test_expected_params_matches_brute_force_enumeration():
+    layers = _chain()
+    got = float(ops.convert_to_numpy(penalty.expected_params(layers)))
+    assert got == pytest.approx(_brute_force_expected_params(layers), rel=1e-5)
+
+
+def test_expected_params_without_bias():
+    layers = _chain(use_bias=False, seed=3)
+    probs = _probabilities(layers)
+    e = [p.sum() for p in probs] + [2]
+    want = sum(e[i] * e[i + 1] for i in range(3))
+    assert float(ops.convert_to_numpy(penalty.expected_params(layers))) == pytest.approx(want, rel=1e-5)
+
+
+def test_size_penalty_weights_each_layer_by_its_lambda_over_n():
+    layers = _chain(penalty="size")
+    for layer, lam in zip(layers, (0.1, 0.2, 0.3)):
+        layer.l0_lambda = lam
+        layer.dataset_size = 50
+    e = [p.sum() for p in _probabilities(layers)] + [2]
+    want = sum(lam * (e[i] * e[i + 1] + e[i + 1]) / 50 for i, lam in enumerate((0.1, 0.2, 0.3)))
+    assert float(ops.convert_to_numpy(penalty.size_penalty(layers))) == pytest.approx(want, rel=1e-5)
+
+
+def test_removing_a_hidden_unit_frees_fan_in_bias_and_fan_out():
+    layers = _chain(widths=(7, 5, 4), classes=3)
+    full = penalty.chain_params(layers, [7, 5, 4])
+    assert full == 7 * 5 + 5 + 5 * 4 + 4 + 4 * 3 + 3
+    # unit of the middle group: fan-in 7 + bias 1 (layer 0's output) + fan-out 4 (layer 1's row)
+    assert full - penalty.chain_params(layers, [7, 4, 4]) == 7 + 1 + 4
+    # an input feature frees its row only
+    assert full - penalty.chain_params(layers, [6, 5, 4]) == 5
+
+
+def test_louizos_weighting_is_unchanged_and_size_leaves_the_l0_term_to_the_model():
+    louizos = _chain(seed=1, l0_lambda=0.5)[0]
+    p = _probabilities([louizos])[0]
+    want = 0.5 * p.sum() * louizos.units
+    assert float(ops.convert_to_numpy(louizos.l0_penalty())) == pytest.approx(want, rel=1e-5)
+    size = _chain(seed=1, l0_lambda=0.5, penalty="size")[0]
+    assert float(ops.convert_to_numpy(size.l0_penalty())) == 0.0
+
+
+def test_unknown_penalty_is_a_clear_error():
+    with pytest.raises(ValueError, match="Unknown `penalty`"):
+        L0Dense(3, penalty="bytes")
+    with pytest.raises(ValueError, match="Unknown `penalty`"):
+        keras_dynhp.build_mlp([4], input_dim=5, num_classes=2, penalty="l1")
+
+
+def test_model_adds_the_size_penalty_once():
+    model = keras_dynhp.build_mlp([6, 4], input_dim=5, num_classes=3, penalty="size", l0_lambda=0.1, seed=0)
+    assert [layer.penalty for layer in model.gated_layers] == ["size"] * 3
+    model(np.ones((2, 5), "float32"), training=True)
+    want = float(ops.convert_to_numpy(penalty.size_penalty(model.gated_layers)))
+    assert want > 0
+    assert sum(float(ops.convert_to_numpy(v)) for v in model.losses) == pytest.approx(want, rel=1e-5)
+    assert model.l0_penalty() == pytest.approx(want, rel=1e-5)
+    again = keras_dynhp.models.DynHPModel.from_config(model.get_config())
+    assert again.penalty == "size"
+
+
+def test_mixed_layer_weightings_need_an_explicit_penalty():
+    a, b = L0Dense(3, penalty="size"), L0Dense(2)
+    with pytest.raises(ValueError, match="mix"):
+        keras_dynhp.models.DynHPModel([a, b], input_dim=4)
+    model = keras_dynhp.models.DynHPModel([a, b], input_dim=4, penalty="louizos")
+    assert a.penalty == b.penalty == "louizos" and model.penalty == "louizos"
+
+
+def test_delivered_params_counts_units_with_a_nonzero_inference_gate():
+    layers = _chain(widths=(6, 5, 4), classes=3)
+    closed = [np.array([1, 0, 1, 1, 0, 1], bool), np.array([1, 1, 0, 1, 1], bool), np.ones(4, bool)]
+    for layer, keep in zip(layers, closed):
+        layer.log_alpha.assign(np.where(keep, 2.0, LOG_ALPHA_RANGE[0]).astype("float32"))
+    masks = penalty.delivered_masks(layers)
+    assert [m.tolist() for m in masks] == [k.tolist() for k in closed]
+    assert penalty.delivered_params(layers) == 4 * 4 + 4 + 4 * 4 + 4 + 4 * 3 + 3
+
+
+def test_select_units_fits_the_size_keeps_min_units_and_drops_low_scores_first():
+    layers = _chain(widths=(8, 6, 5), classes=3)
+    rng = np.random.default_rng(0)
+    scores = [rng.random(n) for n in (8, 6, 5)]
+    for max_params in (120, 60, 30):
+        keep = penalty.select_units(layers, scores, max_params, min_units=2)
+        counts = [int(k.sum()) for k in keep]
+        assert penalty.chain_params(layers, counts) <= max_params
+        assert min(counts) >= 2
+        for k, s in zip(keep, scores):  # within a layer the removed ones are the lowest scored
+            if (~k).any():
+                assert s[~k].max() <= s[k].min()
+
+
+def test_select_units_stays_within_the_candidates_and_reports_impossible_sizes():
+    layers = _chain(widths=(4, 3, 3), classes=2)
+    scores = [np.ones(4), np.ones(3), np.ones(3)]
+    keep0 = [np.array([1, 1, 0, 1], bool), np.ones(3, bool), np.ones(3, bool)]
+    keep = penalty.select_units(layers, scores, 10_000, keep=keep0)
+    assert [k.tolist() for k in keep] == [k.tolist() for k in keep0]
+    smallest = penalty.smallest_params(layers, 1)
+    assert smallest == 1 + 1 + 1 + 1 + 2 + 2
+    with pytest.raises(ValueError, match="Cannot bring"):
+        penalty.select_units(layers, scores, smallest - 1)
