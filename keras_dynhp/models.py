@@ -88,11 +88,13 @@ class DynHPModel(backend.trainer(), keras.Model):
         self.variance_tracker = keras.metrics.Mean(name="grad_var_l1")
         self.data_loss_tracker = keras.metrics.Mean(name="data_loss")
         # The model-size budget's state (keras_dynhp.budget): the multiplier mu of eq. 13
-        # and the epoch's target T_e (eq. 12). `_budget` is (M, eta) during a budgeted fit.
+        # and the epoch's target T_e (eq. 12). `_budget` is M during a budgeted fit.
         self.budget_multiplier = self.add_weight(
             name="budget_multiplier", shape=(), initializer="zeros", trainable=False)
         self.budget_target_bytes = self.add_weight(
             name="budget_target_bytes", shape=(), initializer="ones", trainable=False)
+        self.budget_step = self.add_weight(  # eta / K: the multiplier's step per training step
+            name="budget_step", shape=(), initializer="zeros", trainable=False)
         self._budget = None
         self.build((None, self.input_dim))
 
@@ -143,11 +145,11 @@ class DynHPModel(backend.trainer(), keras.Model):
 
     def _budget_term(self):
         """mu * E[S] / M, and the dual-ascent step of mu (eq. 13); see :mod:`keras_dynhp.budget`."""
-        max_bytes, step = self._budget
+        max_bytes = self._budget
         expected = memory.BYTES_PER_NUMBER * penalties.expected_params(self.gated_layers)
         mu = ops.convert_to_tensor(self.budget_multiplier)
-        violation = ops.stop_gradient(expected) / self.budget_target_bytes - 1.0
-        self.budget_multiplier.assign(ops.maximum(mu + step * violation, 0.0))
+        violation = ops.clip(ops.stop_gradient(expected) / self.budget_target_bytes - 1.0, -1.0, 1.0)
+        self.budget_multiplier.assign(ops.maximum(mu + self.budget_step * violation, 0.0))
         return ops.stop_gradient(mu) * expected / float(max_bytes)
 
     def compute_output_shape(self, input_shape):
@@ -223,6 +225,14 @@ class DynHPModel(backend.trainer(), keras.Model):
     def expected_active_units(self):
         """sum_j P(z_j > 0) per gated layer."""
         return [float(ops.convert_to_numpy(layer.expected_active_units())) for layer in self.gated_layers]
+
+    def set_deterministic_training(self, on):
+        """Trains with the deterministic gates (the model-size budget's recovery epochs) or not."""
+        on = bool(on)
+        if any(layer.deterministic_training != on for layer in self.gated_layers):
+            for layer in self.gated_layers:
+                layer.deterministic_training = on
+            self.train_function = None
 
     def invalidate_functions(self):
         """Forgets traced train/test/predict functions (after shapes changed)."""
@@ -422,6 +432,7 @@ class DynHPModel(backend.trainer(), keras.Model):
                 f"are class ids in [0, {classes}) and the inputs finite numbers of width "
                 f"{self.input_dim}.") from None
         finally:
+            self.set_deterministic_training(False)  # the budget's recovery epochs end with the fit
             if self._report_variance:  # evaluate / predict report the loss and compiled metrics only
                 self._report_variance = False
                 self.test_function = None
@@ -439,7 +450,7 @@ class DynHPModel(backend.trainer(), keras.Model):
             budget.resolve(epochs, state.get("budget_start_bytes") or self.delivered_bytes())
             if not resuming:
                 self.budget_multiplier.assign(0.0)
-        armed = None if budget is None else (budget.max_bytes, budget.multiplier_lr)
+        armed = budget.max_bytes if budget is not None and budget.uses_multiplier else None
         if armed != self._budget:
             self._budget = armed
             self.train_function = None

@@ -119,9 +119,8 @@ def smallest_params(layers, min_units):
 def select_units(layers, scores, max_params, min_units=1, keep=None):
     """Units to keep so that the chain holds at most `max_params` weights and biases.
 
-    Greedy: while the chain is too large, remove, among the layers above
-    `min_units`, the least-scored unit per parameter its removal frees
-    (`score / freed`), recomputing what a removal frees as the layers shrink.
+    The lowest-scored units go first, all layers together (ties: the unit whose
+    removal frees more), skipping a layer once it is down to `min_units`.
 
     Args:
         layers: The gated layers, in order.
@@ -140,29 +139,24 @@ def select_units(layers, scores, max_params, min_units=1, keep=None):
     keep = [np.ones(len(s), bool) if keep is None else np.array(keep[i], bool)
             for i, s in enumerate(scores)]
     counts = [int(k.sum()) for k in keep]
-    order = [[j for j in np.argsort(np.asarray(s, "float64"), kind="stable") if keep[i][j]]
-             for i, s in enumerate(scores)]
-    position = [0] * len(layers)
     size = chain_params(layers, counts)
-    while size > max_params:
-        best = None
-        for i in range(len(layers)):
-            if counts[i] <= min_units:
-                continue
-            trial = list(counts)
-            trial[i] -= 1
-            freed = size - chain_params(layers, trial)
-            j = order[i][position[i]]
-            cost = float(scores[i][j]) / max(freed, 1e-12)
-            if best is None or cost < best[0]:
-                best = (cost, i, j)
-        if best is None:
-            raise ValueError(
-                f"Cannot bring the network down to {int(max_params):,} weights and biases with at "
-                f"least {min_units} unit(s) per gated layer.")
-        _, i, j = best
+    if size <= max_params:
+        return keep
+    freed = []
+    for i in range(len(layers)):  # what one unit of layer i frees now (the tie-break)
+        trial = list(counts)
+        trial[i] -= 1
+        freed.append(size - chain_params(layers, trial))
+    order = sorted((float(scores[i][j]), -freed[i], i, int(j))
+                   for i, k in enumerate(keep) for j in np.flatnonzero(k))
+    for _, _, i, j in order:
+        if counts[i] <= min_units:
+            continue
         keep[i][j] = False
         counts[i] -= 1
-        position[i] += 1
         size = chain_params(layers, counts)
-    return keep
+        if size <= max_params:
+            return keep
+    raise ValueError(
+        f"Cannot bring the network down to {int(max_params):,} weights and biases with at "
+        f"least {min_units} unit(s) per gated layer.")

@@ -114,7 +114,7 @@ def carry_optimizer_state(model, old_optimizer, replaced):
     model.optimizer = new_optimizer
 
 
-def prune_model(model, gamma=0.5, min_units=1, policy=None):
+def prune_model(model, gamma=0.5, min_units=1, policy=None, limit=None):
     """Hard-prunes a :class:`~keras_dynhp.models.DynHPModel` in place from its gate statistics.
 
     Args:
@@ -124,16 +124,19 @@ def prune_model(model, gamma=0.5, min_units=1, policy=None):
         min_units: No gated unit set drops below this size, when `policy` is None.
         policy: A :class:`~keras_dynhp.pruning.HardPruning` (overrides `gamma`
             and `min_units`).
+        limit: Optional `limit(keep, rates) -> keep` applied to the masks
+            before the surgery (the model budget's floor,
+            :func:`keras_dynhp.budget.limit_pruning`).
 
     Returns:
         A dict report: `units_before`, `units_after` (gated input units per layer),
         `pruned` (per layer), `changed` (bool), `seconds` (surgery time).
     """
     policy = policy or HardPruning(gamma, min_units)
-    keep = []
-    for layer in model.gated_layers:
-        rates = layer.activation_rates()
-        keep.append(None if rates is None else policy.keep(rates))
+    rates = [layer.activation_rates() for layer in model.gated_layers]
+    keep = [None if r is None else policy.keep(r) for r in rates]
+    if limit is not None:
+        keep = limit(keep, rates)
     return remove_units(model, keep)
 
 

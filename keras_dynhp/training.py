@@ -14,6 +14,7 @@ whose epoch-end logs carry the pruning and memory figures.
 """
 
 import math
+import time
 import warnings
 
 import keras
@@ -206,6 +207,8 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
         snapshot = _snapshot(model)  # the model as the last finished epoch left it
         if budget is not None:  # eq. 12's target, in expected bytes (see keras_dynhp.budget)
             model.budget_target_bytes.assign(budgets.expected_target(model, budget.target_bytes(epoch)))
+            model.budget_step.assign(budget.multiplier_lr / max(pipeline.steps(batch) or 1000, 1))
+            model.set_deterministic_training(budget.recovering(epoch))
         for layer in model.gated_layers:
             layer.reset_gate_stats()
         params_in_epoch = model.count_params_stored()
@@ -238,23 +241,26 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
         })
         report = None
         if pruning is not None and pruning.prunes_after(epoch):
-            report = surgery.prune_model(model, policy=pruning)
+            limit = None
+            if budget is not None and not budget.enforced_after(epoch):  # no overshoot below T_e
+                floor = budget.target_bytes(epoch) / memory.BYTES_PER_NUMBER
+                limit = lambda keep, rates: budgets.limit_pruning(model.gated_layers, keep, rates, floor)  # noqa: E731
+            report = surgery.prune_model(model, policy=pruning, limit=limit)
             _warn_about(report, epoch, pruning.min_units)
-        if budget is not None:
+        if budget is not None:  # step 2 of keras_dynhp.budget: fit the epoch's target T_e
             logs["budget_multiplier"] = float(ops.convert_to_numpy(model.budget_multiplier))
             logs["budget_target_bytes"] = budget.target_bytes(epoch)
             logs["model_budget_bytes"] = budget.max_bytes
-            removed = 0
-            if budget.enforced_after(epoch):
-                units_before = report["units_before"] if report else model.units()
-                seconds = report["seconds"] if report else 0.0
-                removed = budgets.enforce(model, budget, pruning.min_units if pruning else 1,
-                                          hard=pruning is not None)
-                if pruning is not None and removed:
-                    after = model.units()
-                    report = {"units_before": units_before, "units_after": after, "changed": True,
-                              "pruned": [b - a for b, a in zip(units_before, after)],
-                              "seconds": seconds + (report["seconds"] if report else 0.0)}
+            units_before = report["units_before"] if report else model.units()
+            seconds = report["seconds"] if report else 0.0
+            start = time.perf_counter()
+            removed = budgets.enforce(model, budget.target_bytes(epoch),
+                                      pruning.min_units if pruning else 1, hard=pruning is not None)
+            if pruning is not None and removed:
+                after = model.units()
+                report = {"units_before": units_before, "units_after": after, "changed": True,
+                          "pruned": [b - a for b, a in zip(units_before, after)],
+                          "seconds": seconds + time.perf_counter() - start}
             logs["budget_removed_units"] = removed
         for i, (units, active) in enumerate(zip(model.units(), model.expected_active_units())):
             logs[f"units_{i}"] = units

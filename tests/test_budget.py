@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -66,7 +67,7 @@ def test_enforce_brings_the_delivered_network_within_the_budget(hard):
     model = _model()
     model(np.zeros((1, 20), "float32"))
     budget = ModelBudget(2000)
-    removed = budgets.enforce(model, budget, min_units=1, hard=hard)
+    removed = budgets.enforce(model, budget.max_bytes, min_units=1, hard=hard)
     assert removed > 0
     assert model.delivered_bytes() <= 2000
     if hard:  # physically smaller
@@ -75,7 +76,7 @@ def test_enforce_brings_the_delivered_network_within_the_budget(hard):
         assert model.count_params_stored() == 20 * 24 + 24 + 24 * 16 + 16 + 16 * 4 + 4
         closed = ops.convert_to_numpy(model.gated_layers[1].log_alpha) == np.float32(LOG_ALPHA_RANGE[0])
         assert closed.any()
-    assert budgets.enforce(model, budget, min_units=1, hard=hard) == 0  # already fits
+    assert budgets.enforce(model, budget.max_bytes, min_units=1, hard=hard) == 0  # already fits
 
 
 def test_multiplier_grows_above_the_target_and_stays_zero_below():
@@ -96,6 +97,9 @@ def test_fit_delivers_a_network_within_the_budget_in_every_mode(mode):
     history = model.fit(x, y, epochs=4, mode=mode, model_budget="1.2KB", verbose=0, seed=0, **kwargs)
     logs = history.history
     assert logs["delivered_bytes"][-1] <= 1200
+    # every epoch ends within its scheduled target (eq. 12)
+    assert all(d <= t for d, t in zip(logs["delivered_bytes"], logs["budget_target_bytes"]))
+    assert logs["budget_multiplier"] == [0.0] * 4  # the multiplier is off by default
     assert logs["model_budget_bytes"][-1] == 1200
     assert len(logs["budget_multiplier"]) == 4 and logs["budget_target_bytes"][-1] == 1200
     assert logs["budget_target_bytes"][0] > logs["budget_target_bytes"][1]
@@ -115,3 +119,44 @@ def test_a_fit_without_budget_disarms_it():
     history = model.fit(x, y, epochs=1, batch_size=32, mode="sp", verbose=0)
     assert model._budget is None and "budget_multiplier" not in history.history
     assert "delivered_bytes" in history.history and "expected_bytes" in history.history
+
+
+def test_limit_pruning_puts_back_the_most_active_units_down_to_the_floor():
+    model = _model()
+    layers = model.gated_layers
+    rates = [np.linspace(0.0, 1.0, 20), np.linspace(0.0, 1.0, 24), None]
+    keep = [rates[0] >= 0.5, rates[1] >= 0.9, None]
+    unlimited = keras_dynhp.penalty.chain_params(layers, [int(keep[0].sum()), int(keep[1].sum()), 16])
+    floor = unlimited + 200
+    limited = budgets.limit_pruning(layers, keep, rates, floor)
+    counts = [int(limited[0].sum()), int(limited[1].sum()), 16]
+    assert keras_dynhp.penalty.chain_params(layers, counts) >= floor
+    assert limited[2] is None
+    for k_new, k_old, r in zip(limited[:2], keep[:2], rates[:2]):
+        assert (k_new | k_old).sum() == k_new.sum()  # only puts units back
+        back = k_new & ~k_old
+        if back.any():  # the ones put back are the most active of those removed
+            assert r[back].min() >= r[~k_new].max()
+    assert budgets.limit_pruning(layers, keep, rates, 0)[0].tolist() == keep[0].tolist()
+
+
+def test_recovery_epochs_train_with_deterministic_gates_and_no_pruning():
+    x, y = _data()
+    model = _model()
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.append([layer.deterministic_training for layer in model.gated_layers])
+
+    budget = ModelBudget(2000, deadline=1, multiplier_lr=0.5)
+    history = model.fit(x, y, epochs=4, batch_size=32, mode="hp", model_budget=budget, verbose=0, seed=0,
+                        callbacks=[Record()])
+    assert [all(s) for s in seen] == [False, False, True, True]
+    assert not any(layer.deterministic_training for layer in model.gated_layers)
+    logs = history.history
+    assert logs["delivered_bytes"][-1] <= 2000
+    assert all(logs[f"pruned_{i}"][3] == 0 for i in range(3))  # no gate statistics in recovery
+    steps = 256 // 32
+    assert float(ops.convert_to_numpy(model.budget_step)) == pytest.approx(0.5 / steps)
+    assert ModelBudget(10, recover=False).recovering(5) is False

@@ -103,6 +103,10 @@ class GatedLayer:
     temperature = gates.DEFAULT_TEMPERATURE
     per_example_gates = True
     collect_gate_stats = True
+    #: Train with the deterministic (inference) gates instead of sampled ones, and
+    #: count no gate statistics: the model-size budget's recovery epochs set it
+    #: (:mod:`keras_dynhp.budget`); not part of the layer's config.
+    deterministic_training = False
 
     # ------------------------------------------------------------- gates
     def add_gates(self, n_gates, droprate_init, seed=None):

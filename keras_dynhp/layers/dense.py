@@ -150,8 +150,12 @@ class L0Dense(GatedLayer, keras.layers.Layer):
         return int(self.kernel.shape[0]) if self.built else None
 
     def gated_inputs(self, inputs, training=False):
-        """Returns `inputs * z` with sampled (training) or deterministic gates."""
-        if not training:
+        """Returns `inputs * z` with sampled (training) or deterministic gates.
+
+        With `deterministic_training` set, training uses the deterministic gates
+        too (and counts no gate statistics).
+        """
+        if not training or self.deterministic_training:
             return inputs * ops.cast(self.inference_gates(), inputs.dtype)
         z = self.sample_gates(ops.shape(inputs)[0])
         self.record_gate_activity(z)
