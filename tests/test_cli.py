@@ -70,6 +70,8 @@ def test_export_and_report(run_dir, tmp_path, capsys):
     (["train", "--lambda", "1,2,3,4,5", "--subset", "100", "--epochs", "1"], "--lambda"),
     (["train", "--budget", "1KiB", "--subset", "100", "--epochs", "1"], "too small"),
     (["report", "/nonexistent/run"], "nonexistent"),
+    (["train", "--model-budget", "40B", "--subset", "100", "--epochs", "1"], "cannot be met"),
+    (["train", "--penalty", "bytes"], "invalid choice"),
 ])
 def test_user_errors_exit_nonzero_with_one_line(argv, message, capsys, tmp_path):
     if argv[0] == "train":
@@ -213,3 +215,19 @@ def test_backend_choice(monkeypatch, capsys):
 
     expected = "jax" if importlib.util.find_spec("jax") else "tensorflow"
     assert out.stdout.split() == [expected, expected, "False"]
+
+
+def test_train_with_a_model_budget_delivers_it(tmp_path, fashion_subset, capsys):
+    out = str(tmp_path / "budget")
+    code = cli.main(["train", "--dataset", "fashion_mnist", "--mode", "hp", "--subset", "1000",
+                     "--epochs", "2", "--hidden", "30,10", "--penalty", "size", "--lambda", "0.001",
+                     "--model-budget", "20KB", "--no-baseline", "--output", out, "--quiet"])
+    assert code == 0
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    assert summary["config"]["penalty"] == "size"
+    assert summary["config"]["model_budget_bytes"] == 20_000
+    assert summary["model"]["delivered_bytes"] <= 20_000
+    assert summary["model"]["model_bytes"] <= 20_000  # hp: physically that small
+    with open(os.path.join(out, "run.json")) as f:
+        assert json.load(f)["args"]["model_budget"] == 20_000
