@@ -5,6 +5,7 @@ One epoch, in order (the Architecture page draws it)::
     gates sampled per example while training  ->  gate statistics (eq. 6)
     -> validation (before the epoch's surgery) ->  memory of the epoch (paper accounting)
     -> hard pruning of the groups (eq. 7, surgery with the optimizer state)
+    -> model budget, if any (eq. 12: down to the epoch's target size; keras_dynhp.budget)
     -> batch policy (eq. 8-10: DynHP grows the batch under the budget)
     -> the next epoch's pipeline, re-batched if the batch size changed
 

@@ -189,7 +189,7 @@ def plot_units(history, path, title=None):
     return _save(fig, path)
 
 
-def plot_runs(runs, key, path, ylabel=None, title=None, scale=None, logy=False):
+def plot_runs(runs, key, path, ylabel=None, title=None, scale=None, logy=False, lines=None):
     """One line per run of `history[key]` over epochs, written as a PNG.
 
     E.g. `key="memory_total_bytes"` (paper Fig. 2/7, `scale=1/1024` for KiB),
@@ -203,6 +203,8 @@ def plot_runs(runs, key, path, ylabel=None, title=None, scale=None, logy=False):
         title: Figure title.
         scale: Factor applied to the values.
         logy: Logarithmic y axis.
+        lines: Dict label -> y value of horizontal dashed lines (e.g. a
+            budget), in the units of `history[key]` (`scale` is applied).
 
     Returns:
         The path written.
@@ -219,6 +221,8 @@ def plot_runs(runs, key, path, ylabel=None, title=None, scale=None, logy=False):
     ax = fig.add_subplot()
     for label, values in selected.items():
         _plot_xy(ax, values, scale=scale, label=str(label))
+    for label, y in (lines or {}).items():
+        ax.axhline(y * (scale or 1.0), linestyle="--", color="black", linewidth=1, label=str(label))
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel or key)
     if logy:

@@ -337,19 +337,24 @@ def plot(output, results):
                 p = os.path.join(output, dataset, r["config"], "units.png")
                 report.plot_units(r["history"], p, title=f"{dataset}: {r['label']}, units per layer")
                 paths.append(p)
+        memory_budgets = {r["budget_bytes"] for r in rs if r.get("budget_bytes")}
+        model_budgets = {r["model_budget_bytes"] for r in rs if r.get("model_budget_bytes")}
         specs = [
             ("memory_total_bytes", runs, "training memory (KiB, running sum, paper accounting)",
-             1 / 1024, "memory"),
-            ("mo_bytes", pruned, "memory per epoch: network + batch (KiB)", 1 / 1024, "memory_per_epoch"),
-            ("val_error", runs, "test error (%)", 100, "error"),
-            ("batch_size", dyn, "batch size", None, "batch_size"),
+             1 / 1024, "memory", {}),
+            ("mo_bytes", pruned, "memory per epoch: network + batch (KiB)", 1 / 1024, "memory_per_epoch",
+             {f"DynHP budget {b / 1024:.0f} KiB": b for b in sorted(memory_budgets)}),
+            ("delivered_bytes", pruned, "size of the compact model (KB)", 1 / 1000, "model_size",
+             {f"model budget {b / 1000:.0f} KB": b for b in sorted(model_budgets)}),
+            ("val_error", runs, "test error (%)", 100, "error", {}),
+            ("batch_size", dyn, "batch size", None, "batch_size", {}),
         ]
-        for key, group, ylabel, scale, name in specs:
+        for key, group, ylabel, scale, name, lines in specs:
             group = {k: v for k, v in group.items() if report.series(v, key)}
             if not group:
                 continue
             p = f"{prefix}_{name}.png"
             report.plot_runs(group, key, p, ylabel=ylabel, title=dataset, scale=scale,
-                             logy=(name == "error"))
+                             logy=(name == "error"), lines=lines)
             paths.append(p)
     return paths
