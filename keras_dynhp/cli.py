@@ -561,6 +561,12 @@ def _notes(summary, history):
          f"epochs in {seconds:.0f} s; test error on {summary['test_examples']:,} "
          "test images, after the last pruning"),
     ]
+    if model.get("model_budget_bytes"):
+        delivered = model.get("delivered_bytes") or model["model_bytes"]
+        lines.append(
+            f"- model budget {model['model_budget_bytes'] / 1000:.1f} KB (KB = 1000 bytes, 4 bytes per weight "
+            f"and bias): the compact model stores {delivered / 1000:.1f} KB"
+            + (" (met)" if delivered <= model["model_budget_bytes"] else " (NOT met)"))
     baseline = summary.get("baseline") or {}
     if baseline.get("architecture"):
         lines.append(
