@@ -37,7 +37,7 @@ BYTES_PER_NUMBER = 4
 
 
 def check_penalty(penalty):
-    """`penalty` if it is one of :data:`PENALTIES`, else a ValueError."""
+    """`penalty` if it is one of `PENALTIES` ("louizos", "size"), else a ValueError."""
     if penalty not in PENALTIES:
         raise ValueError(f"Unknown `penalty`={penalty!r}; expected one of {PENALTIES}.")
     return penalty
