@@ -162,6 +162,32 @@ class _BatchForwarder(_Forwarder):
         self.callback_list.on_test_batch_end(batch, logs)
 
 
+#: Keys the epoch loop and the DynHP step add to the logs (pruning, memory, budgets): in the
+#: History, CSV and TensorBoard, but not on the progress bar, which shows the loss and the
+#: compiled metrics (the one-line summary of `progress_line` follows each epoch).
+_PRUNING_KEYS = frozenset((
+    "l0_penalty", "batch_size", "batch_bytes", "mo_bytes", "memory_total_bytes", "params",
+    "network_bytes", "expected_bytes", "delivered_bytes", "surgery_ms", "grad_var_l1", "data_loss",
+    "next_batch_size", "model_budget_bytes"))
+_PRUNING_PREFIXES = ("units_", "pruned_", "expected_active_", "budget_")
+
+
+def progress_bar_logs(logs):
+    """`logs` without the pruning and memory figures (what the progress bar shows)."""
+    return {k: v for k, v in (logs or {}).items()
+            if k not in _PRUNING_KEYS and not k.startswith(_PRUNING_PREFIXES)}
+
+
+class _Progbar(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar, showing the loss and compiled metrics only."""
+
+    def _update_progbar(self, batch, logs=None):
+        super()._update_progbar(batch, progress_bar_logs(logs))
+
+    def _finalize_progbar(self, logs):
+        super()._finalize_progbar(progress_bar_logs(logs))
+
+
 def _listens_to_batches(callbacks):
     hooks = ("on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end",
              "on_test_batch_begin", "on_test_batch_end")
@@ -195,8 +221,8 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
     user_callbacks = list(callbacks or [])
     batch = batch_policy.batch_size
     callback_list = keras.callbacks.CallbackList(
-        user_callbacks + [history], add_progbar=verbose != 0, verbose=verbose, epochs=epochs,
-        steps=pipeline.steps(batch), model=model,
+        user_callbacks + [history] + ([_Progbar()] if verbose else []), verbose=verbose,
+        epochs=epochs, steps=pipeline.steps(batch), model=model,
     )
     total_bytes = int(memory_total_bytes)
     listeners = user_callbacks + [cb for cb in callback_list.callbacks if cb not in user_callbacks]

@@ -190,3 +190,26 @@ def test_resumed_run_equals_an_uninterrupted_one(mode, tmp_path):
         np.testing.assert_array_equal(a, b)
     assert h2.history["memory_total_bytes"][-1] == h.history["memory_total_bytes"][-1]
     assert h2.history["batch_size"][-1] == h.history["batch_size"][-1]
+
+
+@pytest.mark.parametrize("verbose", [1, 2])
+def test_progress_bar_shows_loss_and_metrics_only(verbose, capsys):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 20)).astype("float32"), rng.integers(0, 4, 64)
+    model = keras_dynhp.build_mlp([12, 8], input_dim=20, num_classes=4, seed=0)
+    history = model.fit(x, y, epochs=2, mode="dynhp", memory_budget="64KiB", verbose=verbose,
+                        validation_data=(x, y), seed=0)
+    out = capsys.readouterr().out
+    bar = [line for line in out.replace("\r", "\n").splitlines() if "loss:" in line]
+    assert bar and all("units_" not in line and "grad_var_l1" not in line for line in bar)
+    assert any("accuracy" in line and "val_loss" in line for line in bar)
+    assert max(len(line) for line in bar) < 200
+    assert [line for line in out.splitlines() if line.startswith("[dynhp] epoch")][-1].startswith(
+        "[dynhp] epoch 2/2")
+    assert "units_0" in history.history and "grad_var_l1" in history.history  # kept in History
+
+
+def test_progress_bar_logs_keeps_keras_figures():
+    logs = {"loss": 1.0, "accuracy": 0.5, "val_loss": 1.1, "units_0": 3, "budget_multiplier": 0.0,
+            "delivered_bytes": 10, "grad_var_l1": 2.0}
+    assert training.progress_bar_logs(logs) == {"loss": 1.0, "accuracy": 0.5, "val_loss": 1.1}
