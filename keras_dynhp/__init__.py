@@ -32,6 +32,7 @@ _EXPORTS = {
     "DynHPModel": "keras_dynhp.models",
     "build_mlp": "keras_dynhp.models",
     "load_model": "keras_dynhp.models",
+    "prune": "keras_dynhp.convert",
     # policies
     "HardPruning": "keras_dynhp.pruning",
     "DynamicBatchSize": "keras_dynhp.batch_size",
@@ -45,7 +46,7 @@ _EXPORTS = {
     "accuracy": "keras_dynhp.evaluation",
 }
 _SUBMODULES = (
-    "batch_size", "budget", "callbacks", "data", "evaluation", "export", "layers", "litert", "memory",
+    "batch_size", "budget", "callbacks", "convert", "data", "evaluation", "export", "layers", "litert", "memory",
     "models", "ondevice", "penalty", "pruning", "retrain", "surgery", "training",
 )
 

@@ -228,6 +228,20 @@ class GatedLayer:
         """This layer's contribution to ||S||_1 (eq. 8's gradient variance)."""
         raise NotImplementedError
 
+    @classmethod
+    def from_plain(cls, layer, **gate_kwargs):
+        """The gated form of a built plain Keras layer, its weights carried over.
+
+        Args:
+            layer: The plain layer (of the class this type is registered for).
+            **gate_kwargs: Gate and penalty settings (e.g. `l0_lambda`,
+                `droprate_init`, `penalty`, `seed`).
+
+        Returns:
+            The new, built gated layer.
+        """
+        raise NotImplementedError
+
     def to_plain(self, keep_inputs, keep_outputs, name):
         """The gate-free plain Keras layer (built, weights set): gates folded, units kept."""
         raise NotImplementedError

@@ -234,6 +234,27 @@ class L0Dense(GatedLayer, keras.layers.Layer):
 
         return dense_variance_l1(gated_inputs, preact_grad, batch_size)
 
+    @classmethod
+    def from_plain(cls, layer, **gate_kwargs):
+        """An `L0Dense` from a built `keras.layers.Dense`: same units, activation, kernel and bias.
+
+        Example:
+            >>> dense = keras.layers.Dense(3, activation="relu")
+            >>> dense.build((None, 5))
+            >>> gated = L0Dense.from_plain(dense, l0_lambda=0.1)
+            >>> gated.input_dim, gated.units, gated.activation is dense.activation
+            (5, 3, True)
+        """
+        if not layer.built:
+            raise ValueError(f"Layer '{layer.name}' must be built before it can be gated.")
+        gated = cls(layer.units, activation=layer.activation, use_bias=layer.use_bias,
+                    name=f"l0_{layer.name}", **gate_kwargs)
+        gated.build((None, int(layer.kernel.shape[0])))
+        gated.kernel.assign(ops.convert_to_numpy(layer.kernel))
+        if layer.use_bias:
+            gated.bias.assign(ops.convert_to_numpy(layer.bias))
+        return gated
+
     def to_plain(self, keep_inputs, keep_outputs, name):
         """A `keras.layers.Dense` with the inference gates folded into the kernel rows.
 
