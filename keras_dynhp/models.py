@@ -311,6 +311,12 @@ class DynHPModel(backend.trainer(), keras.Model):
         pruning=None,
         batch_policy=None,
         model_budget=None,
+        validation_split=0.0,
+        sample_weight=None,
+        class_weight=None,
+        steps_per_epoch=None,
+        validation_steps=None,
+        validation_freq=1,
     ):
         """Trains with soft pruning (`sp`), hard pruning (`hp`) or DynHP (`dynhp`).
 
@@ -348,6 +354,16 @@ class DynHPModel(backend.trainer(), keras.Model):
             pruning: A :class:`~keras_dynhp.pruning.HardPruning` (hp, dynhp).
             batch_policy: A :class:`~keras_dynhp.batch_size.FixedBatchSize` or
                 :class:`~keras_dynhp.batch_size.DynamicBatchSize` (dynhp).
+            validation_split: As in Keras: the last fraction of the training
+                arrays (before shuffling) is held out for validation; ignored
+                when `validation_data` is given. Arrays only.
+            sample_weight: Not supported (a ValueError says so): the batches are
+                re-made every epoch, and per-example weights are not carried yet.
+            class_weight: Not supported (a ValueError says so).
+            steps_per_epoch: Not supported: an epoch is one pass over the data,
+                because hard pruning and the batch rule act at epoch ends.
+            validation_steps: Not supported (validation uses all of its data).
+            validation_freq: Only 1 (validation runs every epoch, before surgery).
             model_budget: The most bytes the trained network may store (paper
                 accounting: 4 bytes per weight and bias), as bytes, a string
                 such as "250KB" (KB = 1000 B), or a
@@ -375,6 +391,22 @@ class DynHPModel(backend.trainer(), keras.Model):
         """
         if mode not in MODES:
             raise ValueError(f"Unknown `mode`={mode!r}; expected one of {MODES}.")
+        for name, value, default, why in (
+                ("sample_weight", sample_weight, None, "per-example weights are not carried through the "
+                 "epoch-by-epoch re-batching yet; weight the loss with a custom loss instead"),
+                ("class_weight", class_weight, None, "it is not carried through the re-batching yet; "
+                 "resample the classes or weight the loss instead"),
+                ("steps_per_epoch", steps_per_epoch, None, "an epoch is one pass over the data here, "
+                 "because hard pruning and the batch rule act at epoch ends; take a subset instead"),
+                ("validation_steps", validation_steps, None, "validation uses all of its data"),
+                ("validation_freq", validation_freq, 1, "validation runs every epoch (before surgery)")):
+            if not (value is default or (default is not None and isinstance(value, int) and value == default)):
+                raise ValueError(f"DynHPModel.fit does not support `{name}`: {why}.")
+        if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
+                or not 0.0 <= float(validation_split) < 1.0:
+            raise ValueError(f"`validation_split` must be in [0, 1); received {validation_split!r}.")
+        if validation_split and validation_data is None:
+            x, y, validation_data = _split_off_validation(x, y, float(validation_split))
         if getattr(self, "optimizer", None) is None or not self.compiled:
             raise ValueError("Compile the model before calling `fit` (build_mlp compiles it for you).")
         for name, value, low in (("epochs", epochs, 0), ("initial_epoch", initial_epoch, 0)):
@@ -479,6 +511,19 @@ class DynHPModel(backend.trainer(), keras.Model):
             if layer.dataset_size != n:
                 layer.dataset_size = int(n)
                 self.train_function = None
+
+
+def _split_off_validation(x, y, fraction):
+    """Keras's `validation_split`: the last `fraction` of the arrays, before any shuffling."""
+    if not isinstance(x, np.ndarray) or y is None:
+        raise ValueError("`validation_split` needs NumPy arrays `x` and `y`; with a dataset pass "
+                         "`validation_data` instead.")
+    n = len(x)
+    split = int(n * (1.0 - fraction))
+    if split <= 0 or split >= n:
+        raise ValueError(f"`validation_split`={fraction} leaves no training or no validation example of {n}.")
+    y = np.asarray(y)
+    return x[:split], y[:split], (x[split:], y[split:])
 
 
 def build_mlp(

@@ -169,3 +169,21 @@ def test_bad_labels_inside_a_dataset_are_a_clear_error():
     ds = tf.data.Dataset.from_tensor_slices((x, np.where(np.arange(32) == 9, 12, y))).batch(8)
     with pytest.raises(ValueError, match=r"class ids in \[0, 4\)"):
         _small_model().fit(ds, epochs=1, verbose=0)
+
+
+def test_fit_takes_keras_validation_split_and_refuses_the_rest_clearly():
+    import keras_dynhp
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(100, 5)).astype("float32"), rng.integers(0, 3, 100)
+    model = keras_dynhp.build_mlp([4], input_dim=5, num_classes=3, seed=0)
+    history = model.fit(x, y, epochs=1, batch_size=10, validation_split=0.2, verbose=0)
+    assert "val_loss" in history.history
+    assert model.gated_layers[0].dataset_size == 80  # N of the penalty: the training part only
+    for kwargs, match in (({"sample_weight": np.ones(100)}, "sample_weight"),
+                          ({"class_weight": {0: 1.0}}, "class_weight"),
+                          ({"steps_per_epoch": 3}, "steps_per_epoch"),
+                          ({"validation_freq": 2}, "validation_freq"),
+                          ({"validation_split": 1.5}, "validation_split")):
+        with pytest.raises(ValueError, match=match):
+            model.fit(x, y, epochs=1, batch_size=10, verbose=0, **kwargs)
