@@ -31,6 +31,8 @@ setup(
             "latex2mathml>=3.77",  # maths typeset at build time (docs/hooks/mathml.py)
         ],
         "plots": ["matplotlib>=3.8"],
+        # keras.callbacks.TensorBoard: TensorFlow 2.21 no longer brings tensorboard itself.
+        "tensorboard": ["tensorboard>=2.18"],
         # The fast backend on CPU (KERAS_BACKEND=jax); TensorFlow stays for tf.data and LiteRT.
         "jax": ["jax[cpu]>=0.4.34"],
         # tfmot works only with tf_keras (Keras 2): comparison benchmarks only.
