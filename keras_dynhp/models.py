@@ -114,6 +114,8 @@ class DynHPModel(backend.trainer(), keras.Model):
                 f"DynHPModel expects inputs of width {self.input_dim}; received shape "
                 f"{tuple(input_shape)}."
             )
+        if not self.feature_select.built:
+            self.feature_select.build((None, self.input_dim))
         shape = (None, self.feature_select.output_dim)
         for layer in self.gated_layers:
             if not layer.built:
@@ -197,6 +199,18 @@ class DynHPModel(backend.trainer(), keras.Model):
             self.gated_layers.extend(layers)
         finally:
             self._tracker.lock()
+
+    def summary(self, *args, print_fn=None, **kwargs):
+        """Keras's summary, then what its parameter count holds besides stored weights and biases."""
+        super().summary(*args, print_fn=print_fn, **kwargs)
+        stored = self.count_params_stored()
+        gates = sum(layer.gated_units for layer in self.gated_layers)
+        text = (f" Stored weights and biases: {stored:,} ({memory.network_bytes(stored):,} bytes, the paper's "
+                f"accounting; `count_params_stored`).\n Besides them Keras counts, per gated input unit, one "
+                f"gate parameter log_alpha ({gates:,}) and one activity counter ({gates:,}), plus one observation "
+                f"counter per layer and the model budget's 3 scalars: training state that `keras_dynhp.strip` "
+                "drops.")
+        (print_fn or print)(text)
 
     def count_params_stored(self):
         """Weights + biases stored by the network (the paper's parameter count)."""

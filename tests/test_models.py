@@ -187,3 +187,16 @@ def test_fit_takes_keras_validation_split_and_refuses_the_rest_clearly():
                           ({"validation_split": 1.5}, "validation_split")):
         with pytest.raises(ValueError, match=match):
             model.fit(x, y, epochs=1, batch_size=10, verbose=0, **kwargs)
+
+
+def test_summary_explains_stored_and_gate_parameters():
+    import keras_dynhp
+
+    model = keras_dynhp.build_mlp([300, 100])
+    lines = []
+    model.summary(print_fn=lambda text, **kwargs: lines.append(text))
+    text = "\n".join(lines)
+    assert "unbuilt" not in text
+    assert "Stored weights and biases: 266,610" in text and "log_alpha (1,184)" in text
+    gates = 784 + 300 + 100
+    assert model.count_params() == 266_610 + 2 * gates + 3 + 3  # + observation counters, budget scalars
