@@ -200,6 +200,20 @@ class DynHPModel(backend.trainer(), keras.Model):
         finally:
             self._tracker.lock()
 
+    def export(self, filepath, format="tf_saved_model", verbose=None, **kwargs):
+        """Keras's `export`; `format="litert"` (or "tflite") writes the compact model's LiteRT file.
+
+        With "litert" the gates are folded and pruned units removed first, as
+        :func:`keras_dynhp.export_tflite` does (its keyword arguments, e.g.
+        `quantization="int8", representative_data=x`, pass through). Other
+        formats export the gated model itself with Keras.
+        """
+        if format in ("litert", "tflite"):
+            from keras_dynhp.export import export_tflite
+
+            return export_tflite(self, filepath, **kwargs)
+        return super().export(filepath, format=format, verbose=verbose, **kwargs)
+
     def summary(self, *args, print_fn=None, **kwargs):
         """Keras's summary, then what its parameter count holds besides stored weights and biases."""
         super().summary(*args, print_fn=print_fn, **kwargs)

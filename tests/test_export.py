@@ -155,3 +155,11 @@ def test_strip_and_tflite_match_keras(fashion_subset, tmp_path):
     path = export.export_tflite(model, tmp_path / "m.tflite")
     keras_acc = float((model.predict(xt, verbose=0).argmax(1) == yt).mean())
     assert abs(litert.evaluate_tflite(path, xt, yt, batch_size=100) - keras_acc) <= 0.001
+
+
+def test_model_export_litert_writes_the_compact_file(trained, fashion_subset, tmp_path):
+    _, (xt, yt) = fashion_subset
+    path = trained.export(str(tmp_path / "m.tflite"), format="litert")
+    assert path == str(tmp_path / "m.tflite")
+    assert keras_dynhp.accuracy(path, xt[:500], yt[:500]) == pytest.approx(
+        keras_dynhp.accuracy(trained, xt[:500], yt[:500]), abs=0.002)
