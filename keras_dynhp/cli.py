@@ -164,11 +164,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _train_arguments(t):
-    t.add_argument("--dataset", choices=DATASET_CHOICES, default="fashion_mnist")
-    t.add_argument("--mode", choices=("sp", "hp", "dynhp"), default="dynhp")
+    t.add_argument("--dataset", choices=DATASET_CHOICES, default="fashion_mnist",
+                   help="data set (default fashion_mnist)")
+    t.add_argument("--mode", choices=("sp", "hp", "dynhp"), default="dynhp",
+                   help="soft pruning, hard pruning or DynHP (default dynhp)")
     t.add_argument("--hidden", type=_hidden, default=[300, 100], metavar="N[,N...]",
                    help="hidden layer widths (default 300,100: LeNet-300-100)")
-    t.add_argument("--epochs", type=_positive_int, default=3)
+    t.add_argument("--epochs", type=_positive_int, default=3, help="epochs to train (default 3)")
     t.add_argument("--batch-size", type=_positive_int, default=128,
                    help="batch size of sp/hp and of the dense baseline; the default DynHP budget is "
                         "the memory of SP at this batch size (default 128)")
@@ -198,7 +200,8 @@ def _train_arguments(t):
                    help="initial drop rate of the gates (default 0.5)")
     t.add_argument("--learning-rate", type=_float_in(0, math.inf, low_open=True, high_open=True),
                    default=1e-3, help="Adam learning rate (default 1e-3)")
-    t.add_argument("--seed", type=_non_negative_int, default=0)
+    t.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="seed of the initialisation, gate noise and shuffling (default 0)")
     t.add_argument("--subset", type=_positive_int, default=None, metavar="N",
                    help="train on N training images only (a seeded random subset); the test set is whole")
     t.add_argument("--quantization", choices=QUANTIZATIONS, default="float",
