@@ -1216,8 +1216,12 @@ def cmd_report(args):
     baseline_path = os.path.join(run_dir, "baseline_history.json")
     baseline = _read_json(baseline_path) if os.path.exists(baseline_path) else None
     units = args.units or summary["config"].get("units", "KiB")
-    write_plots(run_dir, history, summary["model"]["label"], baseline, summary.get("reference"))
+    plots = write_plots(run_dir, history, summary["model"]["label"], baseline, summary.get("reference"))
     print(write_summary_md(run_dir, summary, units, history))
+    print()
+    print("\n".join(_notes(summary, history)))
+    written = ["summary.md"] + [os.path.basename(p) for p in (plots or [])]
+    print(f"\nwritten to {run_dir}: {', '.join(sorted(written))}")
     return 0
 
 

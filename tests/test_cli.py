@@ -59,7 +59,9 @@ def test_export_and_report(run_dir, tmp_path, capsys):
     os.remove(os.path.join(run_dir, "units.png"))
     capsys.readouterr()
     assert cli.main(["report", run_dir]) == 0
-    assert "|" in capsys.readouterr().out  # the Markdown table
+    out = capsys.readouterr().out
+    assert "|" in out  # the Markdown table
+    assert "- DynHP a=0.980: architecture" in out and "written to" in out  # the notes, the files
     assert os.path.getsize(os.path.join(run_dir, "units.png")) > 0
 
 
