@@ -225,8 +225,13 @@ def plot_runs(runs, key, path, ylabel=None, title=None, scale=None, logy=False, 
         ax.axhline(y * (scale or 1.0), linestyle="--", color="black", linewidth=1, label=str(label))
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel or key)
-    if logy:
+    if logy:  # with plain tick labels (1, 2, 5, 10), not 2x10^0
+        from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
         ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     if title:

@@ -346,7 +346,7 @@ def plot(output, results):
              {f"DynHP budget {b / 1024:.0f} KiB": b for b in sorted(memory_budgets)}),
             ("delivered_bytes", pruned, "size of the compact model (KB)", 1 / 1000, "model_size",
              {f"model budget {b / 1000:.0f} KB": b for b in sorted(model_budgets)}),
-            ("val_error", runs, "test error (%)", 100, "error", {}),
+            ("val_error", runs, "test error (%, log scale)", 100, "error", {}),
             ("batch_size", dyn, "batch size", None, "batch_size", {}),
         ]
         for key, group, ylabel, scale, name, lines in specs:
