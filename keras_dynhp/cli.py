@@ -48,6 +48,7 @@ nor the harness: every command imports what it needs.
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -1386,6 +1387,42 @@ def build_parser(prog=PROG, command=None):
     return parser
 
 
+@contextlib.contextmanager
+def _native_output_silenced():
+    """--quiet: what TensorFlow, JAX and LiteRT's C++ code writes to stderr is dropped.
+
+    File descriptor 2 points to /dev/null meanwhile; Python's own stderr (this
+    program's messages, warnings, tracebacks) is kept on the original stream.
+    """
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable stderr descriptor (e.g. some embedded interpreters)
+        yield
+        return
+    python_stderr = sys.stderr
+    try:
+        uses_fd2 = python_stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # already redirected (e.g. captured): leave it
+        uses_fd2 = False
+    try:
+        python_stderr.flush()
+        if uses_fd2:
+            sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        yield
+    finally:
+        try:
+            sys.stderr.flush()
+            if sys.stderr is not python_stderr:
+                sys.stderr.close()
+        finally:
+            sys.stderr = python_stderr
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def main(argv=None, prog=PROG, command=None):
     """Runs `keras-dynhp` with `argv`; returns the exit status.
 
@@ -1403,9 +1440,11 @@ def main(argv=None, prog=PROG, command=None):
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     args.command_line = " ".join(shlex.quote(a) for a in [prog, *argv])
     args.argv = argv if command is not None else argv[argv.index(args.command) + 1:]  # its own arguments
+    quiet = _native_output_silenced() if getattr(args, "quiet", False) else contextlib.nullcontext()
     try:
-        args.backend = select_backend(getattr(args, "backend", "auto"))
-        return args.func(args) or 0
+        with quiet:
+            args.backend = select_backend(getattr(args, "backend", "auto"))
+            return args.func(args) or 0
     except UsageError as e:
         print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
         return 2

@@ -233,3 +233,15 @@ def test_train_with_a_model_budget_delivers_it(tmp_path, fashion_subset, capsys)
     assert summary["model"]["model_bytes"] <= 20_000  # hp: physically that small
     with open(os.path.join(out, "run.json")) as f:
         assert json.load(f)["args"]["model_budget"] == 20_000
+
+
+def test_quiet_train_writes_nothing_to_stderr(tmp_path, fashion_subset):
+    env = dict(os.environ)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the native libraries' own logging included
+    out = subprocess.run(
+        [sys.executable, "-m", "keras_dynhp", "train", "--mode", "hp", "--subset", "300", "--epochs", "1",
+         "--hidden", "8", "--no-baseline", "--quiet", "--output", str(tmp_path / "run")],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""
+    assert "|" in out.stdout  # the summary table is the output
