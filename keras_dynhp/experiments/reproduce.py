@@ -147,6 +147,7 @@ def _run_one(results, method, value, data, epochs, out, note="", **kwargs):
     print(f"[reproduce] {kwargs['dataset']} {cid}{note} ({epochs} epochs)", flush=True)
     r = harness.run_config(method, value, data, epochs, os.path.join(out, cid), **kwargs)
     if r is not None:
+        r["config"] = cid  # its directory (a model-budget run shares method and value with another)
         results.append(r)
         print(f"[reproduce] {kwargs['dataset']} {cid}: error {r['error_pct']:.2f}%, "
               f"params {r['params']:,}, {r['seconds']:.0f} s", flush=True)
