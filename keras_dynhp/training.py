@@ -100,6 +100,12 @@ def check_callbacks(callbacks, pruning):
                 "(the weights change shape at every pruning epoch). Use restore_best_weights=False, or "
                 "keras.callbacks.ModelCheckpoint(path, save_best_only=True) and load the best model "
                 "with keras_dynhp.load_model.")
+        if isinstance(cb, keras.callbacks.BackupAndRestore):
+            raise ValueError(
+                "BackupAndRestore restores weights into the model as first built, which hard pruning has "
+                "resized. Save whole models instead, keras.callbacks.ModelCheckpoint('model-{epoch}.keras'), "
+                "and resume with keras_dynhp.load_model(path).fit(..., initial_epoch=epoch) (or "
+                "`keras-dynhp train --resume`).")
 
 
 def _snapshot(model):

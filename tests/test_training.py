@@ -173,6 +173,15 @@ def test_early_stopping_that_restores_weights_is_rejected_across_pruning():
     _tiny().fit(x, y, epochs=1, mode="sp", callbacks=[stop], verbose=0)  # no pruning: fine
 
 
+def test_backup_and_restore_is_rejected_across_pruning(tmp_path):
+    import keras
+
+    x, y = _xy()
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    with pytest.raises(ValueError, match="BackupAndRestore.*ModelCheckpoint"):
+        _tiny().fit(x, y, epochs=1, mode="hp", callbacks=[backup], verbose=0)
+
+
 @pytest.mark.parametrize("mode", ["hp", "dynhp"])
 def test_resumed_run_equals_an_uninterrupted_one(mode, tmp_path):
     kwargs = dict(mode=mode, seed=3, verbose=0)
