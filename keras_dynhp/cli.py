@@ -511,7 +511,8 @@ class _InferSignature:
 
 
 def write_plots(run_dir, history, label, baseline_history=None, baseline_label=None):
-    """units.png, memory.png, error.png, batch_size.png; returns the files written.
+    """units.png, memory.png, error.png, batch_size.png, memory_per_epoch.png (against the
+    DynHP budget) and model_size.png (against the model budget); returns the files written.
 
     Without matplotlib, warns and returns [] (the rest of the run is kept).
     """
@@ -535,6 +536,18 @@ def write_plots(run_dir, history, label, baseline_history=None, baseline_label=N
                 title="Test error at each epoch end (before that epoch's pruning)"))
         written.append(report.plot_runs(runs, "batch_size", path("batch_size.png"),
                                         ylabel="batch size", title="Batch size"))
+        budget = (history.get("budget_bytes") or [None])[-1]
+        if report.series(history, "mo_bytes"):  # the one thing DynHP promises: under the budget line
+            written.append(report.plot_runs(
+                {label: history}, "mo_bytes", path("memory_per_epoch.png"), scale=1 / 1024,
+                ylabel="network + batch in the epoch (KiB, paper accounting)",
+                title="Memory per epoch", lines={f"budget {budget / 1024:.1f} KiB": budget} if budget else None))
+        model_budget = (history.get("model_budget_bytes") or [None])[-1]
+        if report.series(history, "delivered_bytes"):
+            written.append(report.plot_runs(
+                {label: history}, "delivered_bytes", path("model_size.png"), scale=1 / 1000,
+                ylabel="compact model after the epoch (KB)", title="Model size",
+                lines={f"model budget {model_budget / 1000:.1f} KB": model_budget} if model_budget else None))
     except ImportError as e:
         _warn(f"plots skipped: {e}")
         return []
@@ -655,7 +668,8 @@ def _without_history(record):
 #: The files `train` writes into its output directory (`--overwrite` removes them, no others).
 TRAIN_FILES = ("run.json", "model.keras", "history.json", "history.csv", "baseline.keras",
                "baseline_history.json", "compact.keras", "model.tflite", "units.png", "memory.png",
-               "error.png", "batch_size.png", "summary.md", "summary.json")
+               "error.png", "batch_size.png", "memory_per_epoch.png", "model_size.png", "summary.md",
+               "summary.json")
 #: Any of these: the directory holds a run (`train` into it needs --resume or --overwrite).
 RUN_MARKERS = ("run.json", "model.keras", "history.json", "history.csv", "summary.json")
 #: The flags of a run, saved in its run.json (not saved: --output, --resume, --overwrite, --quiet).

@@ -11,7 +11,7 @@ from keras_dynhp import cli
 
 ARTEFACTS = ("model.keras", "compact.keras", "model.tflite", "history.csv", "history.json",
              "baseline_history.json", "units.png", "memory.png", "error.png", "batch_size.png",
-             "summary.json", "summary.md")
+             "summary.json", "summary.md", "memory_per_epoch.png", "model_size.png")
 
 
 @pytest.fixture(scope="module")
