@@ -74,6 +74,12 @@ class ModelBudget:
         recover: Train the epochs after the deadline with the deterministic
             gates (step 4 above).
 
+    `fit` fills in the deadline and S_0 when they are None, and the object keeps
+    them (as :class:`~keras_dynhp.batch_size.DynamicBatchSize` keeps its batch),
+    so passing the same object to successive or resumed fits follows one
+    schedule. A fit that ends before the deadline leaves the network above M
+    and warns (a `PruningWarning`).
+
     Example:
         >>> budget = ModelBudget("250KB", deadline=9, start_bytes=1_066_440)
         >>> budget.max_bytes, round(budget.target_bytes(0)), budget.target_bytes(9)

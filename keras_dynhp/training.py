@@ -330,6 +330,12 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
         if model.stop_training:
             break
     callback_list.on_train_end()
+    if budget is not None and model.delivered_bytes() > budget.max_bytes:
+        warnings.warn(
+            f"The network ({model.delivered_bytes():,} bytes) does not fit the model budget "
+            f"({budget.max_bytes:,} bytes) yet: its deadline is epoch {budget.deadline + 1}, after this "
+            "fit's last epoch. Train on to the deadline (fit(..., initial_epoch=...)) or set an earlier "
+            "deadline.", PruningWarning, stacklevel=3)
     return history
 
 

@@ -160,3 +160,11 @@ def test_recovery_epochs_train_with_deterministic_gates_and_no_pruning():
     steps = 256 // 32
     assert float(ops.convert_to_numpy(model.budget_step)) == pytest.approx(0.5 / steps)
     assert ModelBudget(10, recover=False).recovering(5) is False
+
+
+def test_a_fit_that_ends_before_the_deadline_warns():
+    x, y = _data()
+    model = _model()
+    with pytest.warns(keras_dynhp.training.PruningWarning, match="deadline is epoch 5"):
+        model.fit(x, y, epochs=2, batch_size=32, mode="hp", model_budget=ModelBudget(400, deadline=4),
+                  verbose=0)
