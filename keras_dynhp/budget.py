@@ -72,7 +72,7 @@ class ModelBudget:
         start_bytes: S_0, the size the target schedule starts from (None: the
             network's size when training starts; `fit` fills it in).
         recover: Train the epochs after the deadline with the deterministic
-            gates (step 4 above).
+            gates (step 3 above).
 
     `fit` fills in the deadline and S_0 when they are None, and the object keeps
     them (as :class:`~keras_dynhp.batch_size.DynamicBatchSize` keeps its batch),
@@ -83,7 +83,7 @@ class ModelBudget:
     Example:
         >>> budget = ModelBudget("250KB", deadline=9, start_bytes=1_066_440)
         >>> budget.max_bytes, round(budget.target_bytes(0)), budget.target_bytes(9)
-        (250000, 845185, 250000)
+        (250000, 845185, 250000.0)
     """
 
     def __init__(self, max_bytes, deadline=None, deadline_fraction=DEADLINE_FRACTION,
