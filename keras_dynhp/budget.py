@@ -114,7 +114,7 @@ class ModelBudget:
     def resolve(self, epochs, start_bytes):
         """Fills in the deadline (from `epochs`) and S_0, where they were left to `fit`."""
         if self.deadline is None:
-            self.deadline = max(int(math.ceil(self.deadline_fraction * epochs)) - 1, 0)
+            self.deadline = max(math.ceil(self.deadline_fraction * epochs) - 1, 0)
         if self.start_bytes is None:
             self.start_bytes = int(start_bytes)
 

@@ -16,10 +16,10 @@ through :func:`convert_saved_model`.
 
 import keras
 import numpy as np
-from keras import ops
 
 from keras_dynhp._io import write_bytes
 from keras_dynhp.layers import FeatureSelect
+from keras_dynhp.penalty import delivered_masks
 
 
 def _check_model(model):
@@ -44,9 +44,7 @@ def kept_inputs(model):
         those hard pruning kept whose inference gate is non-zero.
     """
     _check_model(model)
-    keep = ops.convert_to_numpy(model.gated_layers[0].inference_gates()) > 0
-    if not keep.any():
-        keep[0] = True
+    keep = delivered_masks(model.gated_layers[:1])[0]
     indices = model.feature_select.indices
     indices = np.arange(model.input_dim) if indices is None else np.asarray(indices)
     return indices[keep].astype("int32")
@@ -72,10 +70,7 @@ def strip(model, name=None, select_inputs=True):
     """
     _check_model(model)
     layers = model.gated_layers
-    keep = [ops.convert_to_numpy(layer.inference_gates()) > 0 for layer in layers]
-    for k in keep:
-        if not k.any():  # keep one unit rather than an empty layer
-            k[0] = True
+    keep = delivered_masks(layers)  # non-zero inference gates; never an empty layer
     indices = kept_inputs(model)
     if select_inputs:
         inputs = keras.Input((model.input_dim,), name="pixels")

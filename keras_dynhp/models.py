@@ -11,7 +11,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_dynhp import backend, memory, penalty as penalties, surgery, training
+from keras_dynhp import backend, memory, surgery, training
+from keras_dynhp import penalty as penalties
 from keras_dynhp.budget import ModelBudget
 from keras_dynhp.data import EpochPipeline, validation_dataset
 from keras_dynhp.layers import FeatureSelect, GatedLayer, L0Dense
@@ -420,12 +421,12 @@ class DynHPModel(backend.trainer(), keras.Model):
         if mode not in MODES:
             raise ValueError(f"Unknown `mode`={mode!r}; expected one of {MODES}.")
         for name, value, default, why in (
-                ("sample_weight", sample_weight, None, "per-example weights are not carried through the "
-                 "epoch-by-epoch re-batching yet; weight the loss with a custom loss instead"),
-                ("class_weight", class_weight, None, "it is not carried through the re-batching yet; "
-                 "resample the classes or weight the loss instead"),
-                ("steps_per_epoch", steps_per_epoch, None, "an epoch is one pass over the data here, "
-                 "because hard pruning and the batch rule act at epoch ends; take a subset instead"),
+                ("sample_weight", sample_weight, None, ("per-example weights are not carried through the "
+                 "epoch-by-epoch re-batching yet; weight the loss with a custom loss instead")),
+                ("class_weight", class_weight, None, ("it is not carried through the re-batching yet; "
+                 "resample the classes or weight the loss instead")),
+                ("steps_per_epoch", steps_per_epoch, None, ("an epoch is one pass over the data here, "
+                 "because hard pruning and the batch rule act at epoch ends; take a subset instead")),
                 ("validation_steps", validation_steps, None, "validation uses all of its data"),
                 ("validation_freq", validation_freq, 1, "validation runs every epoch (before surgery)")):
             if not (value is default or (default is not None and isinstance(value, int) and value == default)):

@@ -14,6 +14,7 @@ validation and callbacks behave as usual; user callbacks see one training run
 whose epoch-end logs carry the pruning and memory figures.
 """
 
+import functools
 import math
 import time
 import warnings
@@ -21,7 +22,8 @@ import warnings
 import keras
 from keras import ops
 
-from keras_dynhp import budget as budgets, memory, surgery
+from keras_dynhp import budget as budgets
+from keras_dynhp import memory, surgery
 from keras_dynhp.batch_size import DynamicBatchSize, FixedBatchSize
 from keras_dynhp.pruning import HardPruning
 
@@ -238,10 +240,11 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
     for epoch in range(initial_epoch, epochs):
         callback_list.set_params({"verbose": verbose, "epochs": epochs, "steps": pipeline.steps(batch)})
         snapshot = _snapshot(model)  # the model as the last finished epoch left it
-        if budget is not None:  # eq. 12's target, in expected bytes (see keras_dynhp.budget)
-            model.budget_target_bytes.assign(budgets.expected_target(model, budget.target_bytes(epoch)))
-            model.budget_step.assign(budget.multiplier_lr / max(pipeline.steps(batch) or 1000, 1))
+        if budget is not None:
             model.set_deterministic_training(budget.recovering(epoch))
+            if budget.uses_multiplier:  # eq. 13's target in expected bytes, and its step
+                model.budget_target_bytes.assign(budgets.expected_target(model, budget.target_bytes(epoch)))
+                model.budget_step.assign(budget.multiplier_lr / max(pipeline.steps(batch) or 1000, 1))
         for layer in model.gated_layers:
             layer.reset_gate_stats()
         params_in_epoch = model.count_params_stored()
@@ -276,8 +279,8 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
         if pruning is not None and pruning.prunes_after(epoch):
             limit = None
             if budget is not None and not budget.enforced_after(epoch):  # no overshoot below T_e
-                floor = budget.target_bytes(epoch) / memory.BYTES_PER_NUMBER
-                limit = lambda keep, rates: budgets.limit_pruning(model.gated_layers, keep, rates, floor)  # noqa: E731
+                limit = functools.partial(budgets.limit_pruning, model.gated_layers,
+                                          min_params=budget.target_bytes(epoch) / memory.BYTES_PER_NUMBER)
             report = surgery.prune_model(model, policy=pruning, limit=limit)
             _warn_about(report, epoch, pruning.min_units)
         if budget is not None:  # step 2 of keras_dynhp.budget: fit the epoch's target T_e

@@ -7,7 +7,7 @@ gradient-variance term and the conversion to `keras.layers.Dense`.
 """
 
 import keras
-import numpy as np
+import numpy as np  # noqa: F401  (the docstring examples use it)
 from keras import ops
 
 from keras_dynhp.layers.base import GatedLayer, check_positive_int, register_gated_layer, slice_array
