@@ -895,6 +895,8 @@ def _epoch_saver(model_path, history, json_path, csv_path, on_saved):
             save_keras(self.model, model_path)
             self.epochs_done = epoch + 1
             on_saved()
+            if _TERMINATE_REQUESTED:  # a SIGTERM whose KeyboardInterrupt was swallowed (e.g. in a __del__)
+                raise KeyboardInterrupt
 
     return EpochSaver()
 
@@ -904,13 +906,22 @@ def _sigterm_as_interrupt():
     import signal
     import threading
 
+    global _TERMINATE_REQUESTED
+    _TERMINATE_REQUESTED = False
     if threading.current_thread() is not threading.main_thread():
         return None
 
     def interrupt(signum, frame):
+        global _TERMINATE_REQUESTED
+        _TERMINATE_REQUESTED = True  # checked again after each saved epoch
         raise KeyboardInterrupt
 
     return signal.signal(signal.SIGTERM, interrupt)
+
+
+#: Set by the SIGTERM handler of `train`: Python drops an exception raised while a `__del__`
+#: or a C callback runs, so the epoch saver raises it again after the next saved epoch.
+_TERMINATE_REQUESTED = False
 
 
 def cmd_train(args):
