@@ -14,7 +14,7 @@ Subcommands::
 (:func:`keras_dynhp.experiments.harness.run_config`), plus a dense Keras MLP of
 the same shape as the baseline, and writes into its output directory:
 `model.keras` (the DynHPModel), `compact.keras` (gate-free,
-:func:`keras_dynhp.strip`), `model.tflite`, `history.csv` and `history.json`
+:func:`keras_dynhp.strip`: built-in Keras layers only), `model.tflite`, `history.csv` and `history.json`
 (every per-epoch figure logged by `DynHPModel.fit`), `baseline_history.json`,
 the plots `units.png`, `memory.png`, `error.png`, `batch_size.png` (needs
 matplotlib), `summary.json` and `summary.md`. `summary.json` holds `config`

@@ -2,8 +2,10 @@
 
 :func:`strip` folds the deterministic inference gates into the kernels
 (`W'_j = z_j * W_j`, row j scaled by gate j), removes units whose gate is exactly
-0 and keeps the surviving input pixels with a fixed gather in front. Its
-predictions equal the gated model's inference predictions.
+0 and keeps the surviving input pixels with a fixed gather in front, built from
+Keras's own layers (:func:`gather_inputs`), so the compact model saves to a
+`.keras` file that plain Keras loads without keras_dynhp. Its predictions equal
+the gated model's inference predictions.
 
 :func:`export_tflite` writes the compact model as a LiteRT file: float32,
 dynamic-range, float16 or full-integer int8 (int8 input, output and ops, the
@@ -50,20 +52,90 @@ def kept_inputs(model):
     return indices[keep].astype("int32")
 
 
+def _runs(indices):
+    """Contiguous runs `(start, stop)` of sorted, distinct `indices`."""
+    indices = np.asarray(indices)
+    breaks = np.flatnonzero(np.diff(indices) != 1) + 1
+    return [(int(run[0]), int(run[-1]) + 1) for run in np.split(indices, breaks)]
+
+
+# Weight-free layers a gather sub-model may consist of (what `gather_inputs` builds).
+_GATHER_LAYERS = (keras.layers.InputLayer, keras.layers.Reshape, keras.layers.Cropping1D,
+                  keras.layers.Concatenate)
+
+
+def gather_inputs(input_dim, indices, name="feature_select"):
+    """A fixed gather of input features made of built-in Keras layers only.
+
+    `Reshape` to `(input_dim, 1)`, one `Cropping1D` per contiguous run of
+    `indices`, `Concatenate`, `Reshape` back: no weights and no custom layer,
+    so a model holding it loads in a process that never imported keras_dynhp.
+    :func:`dense_stack` reads it back as a gather (LiteRT files use one GATHER op).
+
+    Args:
+        input_dim: Width of the full input.
+        indices: Sorted, distinct feature indices to keep.
+        name: Name of the sub-model.
+
+    Returns:
+        A functional `keras.Model` from `(batch, input_dim)` to
+        `(batch, len(indices))`.
+
+    Example:
+        >>> g = gather_inputs(6, [0, 2, 3])
+        >>> np.asarray(g(np.arange(6, dtype="float32")[None])).tolist()
+        [[0.0, 2.0, 3.0]]
+    """
+    indices = np.asarray(indices, dtype="int64")
+    if (indices.ndim != 1 or not len(indices) or np.any(np.diff(indices) <= 0)
+            or indices[0] < 0 or indices[-1] >= input_dim):
+        raise ValueError(
+            f"`indices` must be sorted, distinct feature indices in [0, {input_dim}); "
+            f"received {indices.tolist()!r}."
+        )
+    inputs = keras.Input((input_dim,), name=f"{name}_input")
+    h = keras.layers.Reshape((input_dim, 1), name=f"{name}_columns")(inputs)
+    parts = [keras.layers.Cropping1D((start, input_dim - stop), name=f"{name}_run_{k}")(h)
+             for k, (start, stop) in enumerate(_runs(indices))]
+    h = parts[0] if len(parts) == 1 else keras.layers.Concatenate(axis=1, name=f"{name}_concat")(parts)
+    outputs = keras.layers.Reshape((len(indices),), name=f"{name}_rows")(h)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _gather_indices(layer):
+    """The indices a weight-free gather sub-model (e.g. :func:`gather_inputs`) selects, or None."""
+    if not isinstance(layer, keras.Model) or layer.weights or not getattr(layer, "inputs", None):
+        return None
+    if not all(isinstance(inner, _GATHER_LAYERS) for inner in layer.layers):
+        return None
+    width = layer.inputs[0].shape[-1]
+    probe = np.arange(width, dtype="float32")[None]  # exact in float32 for any input width < 2**24
+    out = np.asarray(keras.ops.convert_to_numpy(layer(probe)))
+    if out.ndim != 2 or not out.size:
+        return None
+    return int(width), out[0].astype("int32")
+
+
 def strip(model, name=None, select_inputs=True):
     """Returns a plain Keras model without gates, with zero-gated units removed.
+
+    The result holds built-in Keras layers only: it saves to a `.keras` file
+    that `keras.saving.load_model` loads in a process that never imported
+    keras_dynhp.
 
     Args:
         model: A trained :class:`~keras_dynhp.models.DynHPModel`.
         name: Name of the new model (default: `<model name>_compact`).
         select_inputs: True: the model takes all `input_dim` features and picks
-            the kept ones with a fixed gather (`FeatureSelect`). False: no gather;
-            the model takes only the kept features, `x[:, kept_inputs(model)]`
-            (for accelerators without a GATHER op, such as the Edge TPU).
+            the kept ones with a fixed gather (:func:`gather_inputs`, present
+            only when input features were pruned). False: no gather; the model
+            takes only the kept features, `x[:, kept_inputs(model)]` (for
+            accelerators without a GATHER op, such as the Edge TPU).
 
     Returns:
-        A functional `keras.Model`: FeatureSelect (if `select_inputs`) then each
-        gated layer's plain equivalent (`keras.layers.Dense` for L0Dense).
+        A functional `keras.Model`: the gather (if `select_inputs` and features
+        were pruned) then each gated layer's plain equivalent
+        (`keras.layers.Dense` for L0Dense).
 
     Raises:
         ValueError: If the model is not a trained DynHPModel.
@@ -74,7 +146,9 @@ def strip(model, name=None, select_inputs=True):
     indices = kept_inputs(model)
     if select_inputs:
         inputs = keras.Input((model.input_dim,), name="pixels")
-        x = FeatureSelect(model.input_dim, indices.tolist(), name="feature_select")(inputs)
+        x = inputs
+        if len(indices) < model.input_dim:
+            x = gather_inputs(model.input_dim, indices, name="feature_select")(inputs)
     else:
         inputs = keras.Input((len(indices),), name="selected_pixels")
         x = inputs
@@ -108,7 +182,9 @@ def dense_stack(model, select_inputs=True):
     Args:
         model: A trained :class:`~keras_dynhp.models.DynHPModel` (stripped with
             :func:`keras_dynhp.export.strip` first) or a built Keras model made of an
-            optional leading `FeatureSelect` and `Dense` layers.
+            optional leading gather (`FeatureSelect`, or a weight-free sub-model of
+            `Reshape`/`Cropping1D`/`Concatenate` layers such as
+            :func:`gather_inputs`) and `Dense` layers.
         select_inputs: For a DynHPModel: keep the pixel gather (see :func:`strip`).
 
     Returns:
@@ -129,15 +205,19 @@ def dense_stack(model, select_inputs=True):
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
-        if isinstance(layer, FeatureSelect):
+        gather = _gather_indices(layer)
+        if isinstance(layer, FeatureSelect) or gather is not None:
             if layers or input_dim is not None:
-                raise ValueError("FeatureSelect must be the first layer of the model.")
-            input_dim = layer.input_dim
-            indices = None if layer.indices is None else np.asarray(layer.indices, "int32")
+                raise ValueError(f"The input gather ('{layer.name}') must be the first layer of the model.")
+            if gather is not None:
+                input_dim, indices = gather
+            else:
+                input_dim = layer.input_dim
+                indices = None if layer.indices is None else np.asarray(layer.indices, "int32")
             continue
         if not isinstance(layer, keras.layers.Dense):
             raise ValueError(
-                f"LiteRT files are built from FeatureSelect and Dense layers only; layer "
+                f"LiteRT files are built from an input gather and Dense layers only; layer "
                 f"'{layer.name}' is a {type(layer).__name__}."
             )
         kernel = keras.ops.convert_to_numpy(layer.kernel).astype("float32")

@@ -163,3 +163,46 @@ def test_model_export_litert_writes_the_compact_file(trained, fashion_subset, tm
     assert path == str(tmp_path / "m.tflite")
     assert keras_dynhp.accuracy(path, xt[:500], yt[:500]) == pytest.approx(
         keras_dynhp.accuracy(trained, xt[:500], yt[:500]), abs=0.002)
+
+
+def test_gather_inputs_is_an_exact_gather_of_builtin_layers():
+    rng = np.random.default_rng(0)
+    indices = np.sort(rng.choice(50, 17, replace=False))
+    gather = export.gather_inputs(50, indices)
+    x = rng.normal(size=(4, 50)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(gather(x)), x[:, indices])
+    assert not gather.weights
+    assert all(type(layer).__module__.startswith("keras.") for layer in gather.layers)
+    assert export._gather_indices(gather)[1].tolist() == indices.tolist()  # what dense_stack reads back
+    for bad in ([3, 2], [], [0, 50], [1, 1]):
+        with pytest.raises(ValueError, match="sorted, distinct"):
+            export.gather_inputs(50, bad)
+
+
+def test_compact_keras_file_loads_without_keras_dynhp(compact, fashion_subset, tmp_path):
+    import subprocess
+    import sys
+
+    _, (xt, _) = fashion_subset
+    assert compact.inputs[0].shape[-1] == 784 and len(compact.layers) > 2  # a gather is in it
+    path = tmp_path / "compact.keras"
+    compact.save(path)
+    np.save(tmp_path / "x.npy", xt[:64])
+    code = (
+        "import sys, keras, numpy as np\n"
+        f"m = keras.saving.load_model({str(path)!r})\n"
+        f"np.save({str(tmp_path / 'p.npy')!r}, m.predict(np.load({str(tmp_path / 'x.npy')!r}), verbose=0))\n"
+        "assert not any(name.startswith('keras_dynhp') for name in sys.modules), 'keras_dynhp was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), compact.predict(xt[:64], verbose=0), atol=1e-6)
+
+
+def test_strip_without_pruned_inputs_has_no_gather(fashion_subset):
+    (x, y), _ = fashion_subset
+    model = keras_dynhp.build_mlp([16], seed=0)
+    model.fit(x[:256], y[:256], epochs=1, batch_size=64, mode="sp", verbose=0)
+    plain = export.strip(model)
+    assert [type(layer) for layer in plain.layers] == [keras.layers.InputLayer, keras.layers.Dense,
+                                                        keras.layers.Dense]
