@@ -1,4 +1,4 @@
-"""Running LiteRT (TFLite) files: the interpreter, predictions, accuracy, latency, tensor types.
+"""Running LiteRT (TFLite) files: the interpreter, predictions, accuracy, latency, tensor types, ops.
 
 Files are written by :mod:`keras_dynhp.export` (inference) and
 :mod:`keras_dynhp.ondevice` (training); this module only reads and runs them,
@@ -136,6 +136,22 @@ def tensor_types(path):
         "output": [np.dtype(d["dtype"]) for d in interpreter.get_output_details()],
         "tensors": [(d["name"], np.dtype(d["dtype"])) for d in interpreter.get_tensor_details()],
     }
+
+
+def op_names(path):
+    """The operators of a `.tflite` file's graph, in execution order.
+
+    Args:
+        path: The `.tflite` file.
+
+    Returns:
+        A list of op names, e.g. `["GATHER", "FULLY_CONNECTED", ..., "SOFTMAX"]`
+        (the nodes a runtime delegate such as XNNPACK adds are not ops of the file).
+    """
+    interpreter = load_interpreter(path)
+    interpreter.allocate_tensors()
+    ops = interpreter._get_ops_details()  # the interpreter's only op listing
+    return [op["op_name"] for op in ops if op["op_name"] != "DELEGATE"]
 
 
 def non_integer_tensors(path):
