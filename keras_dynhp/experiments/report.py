@@ -233,7 +233,9 @@ def plot_runs(runs, key, path, ylabel=None, title=None, scale=None, logy=False, 
         ax.yaxis.set_major_formatter(ScalarFormatter())
         ax.yaxis.set_minor_formatter(NullFormatter())
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    # Below the axes, as in plot_units: a legend inside covered lines (budget lines, SP at the top).
+    fig.legend(loc="outside lower center", ncols=min(len(selected) + len(lines or {}), 3),
+               fontsize="small")
     if title:
         ax.set_title(title)
     return _save(fig, path)
