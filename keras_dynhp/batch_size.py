@@ -117,7 +117,8 @@ def candidate_batch_size(batch_size, s_l1, f, alpha_bs):
     return int(batch_size) + int(math.ceil((1.0 - alpha_bs) * s_l1 / f))
 
 
-def next_batch_size(batch_size, s_l1, f, alpha_bs, budget_bytes, num_params, example_size):
+def next_batch_size(batch_size, s_l1, f, alpha_bs, budget_bytes, num_params, example_size,
+                    footprint=None):
     """Eq. 8-10: the next epoch's batch size, capped by the memory budget, never shrinking.
 
     Args:
@@ -128,12 +129,19 @@ def next_batch_size(batch_size, s_l1, f, alpha_bs, budget_bytes, num_params, exa
         budget_bytes: Memory budget C in bytes.
         num_params: Stored weights + biases of the (pruned) network, N_i / 4.
         example_size: Numbers per input example (bytes per example = 4 * example_size).
+        footprint: Optional `(fixed_bytes, per_example_bytes)` of another
+            accounting (:func:`keras_dynhp.memory.footprint`, "full"): the cap
+            is then floor((C - fixed) / per_example) instead of eq. 10's.
 
     Returns:
         The new batch size (int).
     """
     candidate = candidate_batch_size(batch_size, s_l1, f, alpha_bs)
-    cap = memory.max_batch_size(budget_bytes, num_params, example_size)
+    if footprint is None:
+        cap = memory.max_batch_size(budget_bytes, num_params, example_size)
+    else:
+        fixed, per_example = footprint
+        cap = max((int(budget_bytes) - int(fixed)) // int(per_example), 0)
     return max(int(batch_size), min(candidate, cap))
 
 
@@ -161,10 +169,12 @@ class FixedBatchSize:
     def __init__(self, batch_size=32):
         self.batch_size = _positive_int("batch_size", batch_size)
 
-    def check_fits(self, num_params, example_size):
+    accounting = "paper"
+
+    def check_fits(self, num_params, example_size, footprint=None):
         """Nothing to check: a fixed batch has no budget."""
 
-    def update(self, s_l1, f, num_params, example_size):
+    def update(self, s_l1, f, num_params, example_size, footprint=None):
         """Returns the (unchanged) batch size of the next epoch."""
         return self.batch_size
 
@@ -189,6 +199,10 @@ class DynamicBatchSize:
         initial_batch_size: Batch size of the first epoch (paper: 16).
         variance_every: Measure the gradient variance every k-th step.
         batch_size: The current batch size (default: `initial_batch_size`).
+        accounting: What the budget counts: "paper" (weights and biases plus one
+            input batch, eq. 9-10) or "full" (also the gates, gradients,
+            optimizer slots and the batch's activations:
+            :func:`keras_dynhp.memory.full_accounting`).
 
     Example:
         >>> DynamicBatchSize(0.98, "1433KiB").budget_bytes
@@ -198,7 +212,10 @@ class DynamicBatchSize:
     measures_variance = True
 
     def __init__(self, alpha_bs, memory_budget, initial_batch_size=16, variance_every=1,
-                 batch_size=None):
+                 batch_size=None, accounting="paper"):
+        if accounting not in memory.ACCOUNTINGS:
+            raise ValueError(f"`accounting` must be one of {memory.ACCOUNTINGS}; received {accounting!r}.")
+        self.accounting = accounting
         self.alpha_bs = validate_alpha(alpha_bs)
         self.budget_bytes = memory.parse_bytes(memory_budget)
         self.initial_batch_size = _positive_int("initial_batch_size", initial_batch_size)
@@ -206,8 +223,23 @@ class DynamicBatchSize:
         self.batch_size = self.initial_batch_size if batch_size is None else _positive_int(
             "batch_size", batch_size)
 
-    def check_fits(self, num_params, example_size):
-        """Raises ValueError if the network plus the current batch exceed the budget."""
+    def check_fits(self, num_params, example_size, footprint=None):
+        """Raises ValueError if the network plus the current batch exceed the budget.
+
+        `footprint`: `(fixed_bytes, per_example_bytes)` in this policy's
+        accounting when it is "full" (:func:`keras_dynhp.memory.footprint`).
+        """
+        if footprint is not None:
+            fixed, per_example = footprint
+            need = int(fixed) + self.batch_size * int(per_example)
+            if need > self.budget_bytes:
+                raise ValueError(
+                    f"memory_budget={self.budget_bytes} bytes ({memory.kib(self.budget_bytes):.2f} KiB) "
+                    f"cannot hold a training step in the {self.accounting} accounting: {fixed} bytes "
+                    f"(weights, gates, gradients, optimizer slots) plus {per_example} bytes per example "
+                    f"for the initial batch of {self.batch_size}: at least {need} bytes "
+                    f"({memory.kib(need):.2f} KiB) are needed.")
+            return
         need = memory.mo_bytes(num_params, self.batch_size, example_size)
         if need > self.budget_bytes:
             raise ValueError(
@@ -217,14 +249,15 @@ class DynamicBatchSize:
                 f" bytes): at least {need} bytes ({memory.kib(need):.2f} KiB) are needed."
             )
 
-    def next_batch_size(self, batch_size, s_l1, f, num_params, example_size):
+    def next_batch_size(self, batch_size, s_l1, f, num_params, example_size, footprint=None):
         """Eq. 8-10 with these settings, from `batch_size` (does not change the policy)."""
         return next_batch_size(batch_size, s_l1, f, self.alpha_bs, self.budget_bytes,
-                               num_params, example_size)
+                               num_params, example_size, footprint)
 
-    def update(self, s_l1, f, num_params, example_size):
+    def update(self, s_l1, f, num_params, example_size, footprint=None):
         """Moves to the next epoch's batch size (eq. 8-10) and returns it."""
-        self.batch_size = self.next_batch_size(self.batch_size, s_l1, f, num_params, example_size)
+        self.batch_size = self.next_batch_size(self.batch_size, s_l1, f, num_params, example_size,
+                                               footprint)
         return self.batch_size
 
     def get_config(self):
@@ -234,6 +267,7 @@ class DynamicBatchSize:
             "initial_batch_size": self.initial_batch_size,
             "variance_every": self.variance_every,
             "batch_size": self.batch_size,
+            "accounting": self.accounting,
         }
 
     @classmethod

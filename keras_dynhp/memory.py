@@ -16,7 +16,10 @@ reproduce each column.
 
 These are accounting figures, not what a process really uses;
 :func:`peak_rss_bytes` reports the latter, and both should be shown with
-honest labels.
+honest labels. :func:`full_accounting` (eq. 14) counts, beside the paper's
+figure, the tensors a training step holds: gates, gradients, optimizer slots
+and the batch's activations; `fit(..., accounting="full")` makes DynHP's
+budget count them (:func:`footprint`).
 
 Example:
     >>> mo_bytes(266_610, 512, 784) / 1024
@@ -125,3 +128,110 @@ def peak_rss_bytes():
     """Peak resident set size of this process so far (what it really used)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
+
+
+# --------------------------------------------------------------------------
+# Full accounting (Concepts, "Full accounting", eq. 14): what one training step holds
+# --------------------------------------------------------------------------
+
+ACCOUNTINGS = ("paper", "full")
+
+#: Numbers one example keeps per gated layer for the backward pass (eq. 14): its input
+#: a, the sampled gate z and the gated input a*z (n_in each), and the pre-activation h
+#: (n_out). DynHP's variance measurement adds a*a and d*d (n_in + n_out).
+ACTIVATIONS_PER_INPUT, ACTIVATIONS_PER_OUTPUT = 3, 1
+VARIANCE_PER_INPUT, VARIANCE_PER_OUTPUT = 1, 1
+
+
+def _numbers(variables):
+    total = 0
+    for v in variables:
+        n = 1
+        for dim in v.shape:
+            n *= int(dim)
+        total += n
+    return total
+
+
+def optimizer_slot_numbers(model):
+    """Numbers the optimizer keeps besides the weights (Adam: two moments per trainable number).
+
+    Read from the optimizer actually used: its variables, built on the model's
+    trainable variables if training has not built them yet (as the first step
+    would). Scalars (iterations, learning rate) are left out.
+
+    Args:
+        model: A compiled Keras model.
+
+    Returns:
+        The number of optimizer slot entries (int); 0 without an optimizer.
+    """
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return 0
+    if not optimizer.built:
+        optimizer.build(model.trainable_variables)
+    return _numbers(v for v in optimizer.variables if len(v.shape) > 0)
+
+
+def full_accounting(model, batch_size, measures_variance=False):
+    """The full accounting of one training step of a DynHPModel, in bytes, term by term (eq. 14).
+
+    Beside the paper's weights + input batch it counts what training holds:
+    the gate parameters and counters, one gradient per trainable number, the
+    optimizer's slots, and the activations one batch keeps for the backward
+    pass (an estimate from the step's graph, see `ACTIVATIONS_PER_INPUT`).
+    Framework and runtime overhead is not a tensor of the model and is not in it:
+    :func:`peak_rss_bytes` shows the process.
+
+    Args:
+        model: A built :class:`~keras_dynhp.models.DynHPModel`.
+        batch_size: The batch size of the step.
+        measures_variance: DynHP's steps that measure the gradient variance.
+
+    Returns:
+        A dict of bytes: `weights` (stored weights and biases), `gates`
+        (log_alpha and the gate counters), `gradients`, `optimizer`,
+        `activations`, `input_batch` and their sum `total`.
+    """
+    layers = model.gated_layers
+    gate_numbers = _numbers(v for layer in layers for v in
+                            (layer.log_alpha, layer.gate_active_count, layer.gate_observations))
+    per_example = 0
+    for layer in layers:
+        n_in, n_out = layer.gated_units, layer.output_units
+        per_example += ACTIVATIONS_PER_INPUT * n_in + ACTIVATIONS_PER_OUTPUT * n_out
+        if measures_variance:
+            per_example += VARIANCE_PER_INPUT * n_in + VARIANCE_PER_OUTPUT * n_out
+    terms = {
+        "weights": network_bytes(model.count_params_stored()),
+        "gates": BYTES_PER_NUMBER * gate_numbers,
+        "gradients": BYTES_PER_NUMBER * _numbers(model.trainable_variables),
+        "optimizer": BYTES_PER_NUMBER * optimizer_slot_numbers(model),
+        "activations": BYTES_PER_NUMBER * int(batch_size) * per_example,
+        "input_batch": batch_bytes(batch_size, model.example_size),
+    }
+    terms["total"] = sum(terms.values())
+    return terms
+
+
+def footprint(model, accounting="paper", measures_variance=False):
+    """Training memory as `fixed + batch_size * per_example` bytes in the chosen accounting.
+
+    Both accountings are linear in the batch size, which is what DynHP's batch
+    cap needs: the largest batch within a budget C is floor((C - fixed) / per_example).
+
+    Args:
+        model: A built DynHPModel.
+        accounting: "paper" (weights + input batch) or "full" (:func:`full_accounting`).
+        measures_variance: As in :func:`full_accounting`.
+
+    Returns:
+        `(fixed_bytes, per_example_bytes)`.
+    """
+    if accounting not in ACCOUNTINGS:
+        raise ValueError(f"`accounting` must be one of {ACCOUNTINGS}; received {accounting!r}.")
+    if accounting == "paper":
+        return network_bytes(model.count_params_stored()), batch_bytes(1, model.example_size)
+    zero, one = (full_accounting(model, b, measures_variance)["total"] for b in (0, 1))
+    return zero, one - zero

@@ -346,6 +346,7 @@ class DynHPModel(backend.trainer(), keras.Model):
         steps_per_epoch=None,
         validation_steps=None,
         validation_freq=1,
+        accounting="paper",
     ):
         """Trains with soft pruning (`sp`), hard pruning (`hp`) or DynHP (`dynhp`).
 
@@ -376,6 +377,11 @@ class DynHPModel(backend.trainer(), keras.Model):
             prune_start_epoch: First epoch (0-based) at whose end pruning happens.
             alpha_bs: DynHP smoothing parameter in [0, 1) (eq. 8).
             memory_budget: DynHP budget, bytes or a string like "1433KiB".
+            accounting: What `memory_budget` counts (dynhp): "paper" (weights and
+                biases plus one input batch, the paper's eq. 9-10) or "full" (also
+                gate parameters and counters, gradients, optimizer slots and the
+                batch's activations, :func:`keras_dynhp.memory.full_accounting`).
+                History records both every epoch (`mo_bytes`, `full_bytes`).
             initial_batch_size: DynHP batch size of the first epoch.
             variance_every: DynHP measures gradient variance every k steps.
             seed: Seed of the shuffling.
@@ -452,13 +458,14 @@ class DynHPModel(backend.trainer(), keras.Model):
             initial_batch_size = int(self.training_state["batch_size"])  # where the run stopped
         pruning, batch_policy = training.resolve_policies(
             mode, batch_size, gamma, min_units, prune_start_epoch, alpha_bs, memory_budget,
-            initial_batch_size, variance_every, pruning, batch_policy)
+            initial_batch_size, variance_every, pruning, batch_policy, accounting)
         if pruning is not None and pruning.min_units > min(self.units()):
             raise ValueError(
                 f"`min_units`={pruning.min_units} is larger than a gated layer of this model (units "
                 f"{self.units()}): no layer can drop below min_units, so lower it.")
         training.check_callbacks(callbacks, pruning)
-        batch_policy.check_fits(self.count_params_stored(), self.example_size)
+        batch_policy.check_fits(self.count_params_stored(), self.example_size,
+                                footprint=training.policy_footprint(self, batch_policy))
         budget = self._resolve_budget(model_budget, epochs, resuming,
                                       pruning.min_units if pruning is not None else min_units)
         verbose = 1 if verbose == "auto" else int(verbose)

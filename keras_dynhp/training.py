@@ -31,9 +31,16 @@ MODES = ("sp", "hp", "dynhp")
 _TRAINING_ONLY = ("val_grad_var_l1", "val_data_loss")
 
 
+def policy_footprint(model, batch_policy):
+    """`(fixed, per_example)` bytes for a batch policy in the full accounting, None in the paper's."""
+    if getattr(batch_policy, "accounting", "paper") == "paper":
+        return None  # eq. 9-10 as the paper writes them
+    return memory.footprint(model, batch_policy.accounting, batch_policy.measures_variance)
+
+
 def resolve_policies(mode, batch_size=None, gamma=0.5, min_units=1, prune_start_epoch=0,
                      alpha_bs=0.98, memory_budget=None, initial_batch_size=16, variance_every=1,
-                     pruning=None, batch_policy=None):
+                     pruning=None, batch_policy=None, accounting="paper"):
     """The pruning and batch policies of a mode, from `fit`'s short-form arguments.
 
     Args:
@@ -46,6 +53,7 @@ def resolve_policies(mode, batch_size=None, gamma=0.5, min_units=1, prune_start_
         memory_budget: `fit`'s short form (dynhp).
         initial_batch_size: `fit`'s short form (dynhp).
         variance_every: `fit`'s short form (dynhp).
+        accounting: `fit`'s short form (dynhp): what `memory_budget` counts.
         pruning: A :class:`~keras_dynhp.pruning.HardPruning` to use instead of
             `gamma` / `min_units` / `prune_start_epoch` (hp, dynhp).
         batch_policy: A :class:`~keras_dynhp.batch_size.DynamicBatchSize` (dynhp)
@@ -67,7 +75,8 @@ def resolve_policies(mode, batch_size=None, gamma=0.5, min_units=1, prune_start_
         if mode == "dynhp":
             if memory_budget is None:
                 raise ValueError('mode="dynhp" needs a `memory_budget` (bytes or e.g. "1433KiB").')
-            batch_policy = DynamicBatchSize(alpha_bs, memory_budget, initial_batch_size, variance_every)
+            batch_policy = DynamicBatchSize(alpha_bs, memory_budget, initial_batch_size, variance_every,
+                                            accounting=accounting)
         else:
             batch_policy = FixedBatchSize(32 if batch_size is None else batch_size)
     elif not isinstance(batch_policy, (FixedBatchSize, DynamicBatchSize)):
@@ -176,7 +185,7 @@ class _BatchForwarder(_Forwarder):
 _PRUNING_KEYS = frozenset((
     "l0_penalty", "batch_size", "batch_bytes", "mo_bytes", "memory_total_bytes", "params",
     "network_bytes", "expected_bytes", "delivered_bytes", "surgery_ms", "grad_var_l1", "data_loss",
-    "next_batch_size", "model_budget_bytes"))
+    "next_batch_size", "model_budget_bytes", "full_bytes"))
 _PRUNING_PREFIXES = ("units_", "pruned_", "expected_active_", "budget_")
 
 
@@ -248,6 +257,7 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
         for layer in model.gated_layers:
             layer.reset_gate_stats()
         params_in_epoch = model.count_params_stored()
+        full = memory.full_accounting(model, batch, batch_policy.measures_variance)  # at the epoch's start
         forwarder = forwarder_class(callback_list)
         inner = keras_fit(
             **pipeline.fit_inputs(batch, epoch), epochs=epoch + 1, initial_epoch=epoch, verbose=0,
@@ -274,6 +284,7 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
             "batch_bytes": memory.batch_bytes(batch, model.example_size),
             "mo_bytes": mo,
             "memory_total_bytes": total_bytes,
+            "full_bytes": full["total"],
         })
         report = None
         if pruning is not None and pruning.prunes_after(epoch):
@@ -310,10 +321,12 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
         if batch_policy.measures_variance:
             s_l1 = float(logs.get("grad_var_l1", 0.0))
             f = float(logs.get("data_loss", 0.0))
-            new_batch = batch_policy.update(s_l1, f, model.count_params_stored(), model.example_size)
+            new_batch = batch_policy.update(s_l1, f, model.count_params_stored(), model.example_size,
+                                            footprint=policy_footprint(model, batch_policy))
             logs["next_batch_size"] = new_batch
             logs["budget_bytes"] = batch_policy.budget_bytes
-            logs["budget_headroom_bytes"] = batch_policy.budget_bytes - mo
+            logs["budget_headroom_bytes"] = batch_policy.budget_bytes - (
+                full["total"] if batch_policy.accounting == "full" else mo)
             batch = new_batch
         else:
             logs.pop("grad_var_l1", None)
@@ -364,6 +377,8 @@ def progress_line(epoch, epochs, logs, n_layers, mode="dynhp"):
     line = (f"[{mode}] epoch {epoch + 1}/{epochs}: batch {int(logs['batch_size'])}, "
             f"units {units} ({pruned} pruned), params {int(logs['params']):,}, "
             f"memory {memory.kib(logs['mo_bytes']):.1f} KiB")
+    if "full_bytes" in logs:
+        line += f" (full accounting {memory.kib(logs['full_bytes']):.1f})"
     if "budget_bytes" in logs:
         line += (f" of {memory.kib(logs['budget_bytes']):.1f} KiB budget, "
                  f"next batch {int(logs['next_batch_size'])}")

