@@ -540,13 +540,22 @@ def write_plots(run_dir, history, label, baseline_history=None, baseline_label=N
             written.append(report.plot_runs(
                 runs, "val_error", path("error.png"), scale=100, ylabel="test error (%)",
                 title="Test error at each epoch end (before that epoch's pruning)"))
-        written.append(report.plot_runs(runs, "batch_size", path("batch_size.png"),
-                                        ylabel="batch size", title="Batch size"))
         budget = (history.get("budget_bytes") or [None])[-1]
+        batch_runs = dict(runs)
+        if budget and report.series(history, "network_bytes") and history.get("batch_size"):
+            # eq. 10's cap after each epoch's surgery (the most the next epoch may use)
+            per_example = history["batch_bytes"][0] / history["batch_size"][0]
+            batch_runs["cap for the next epoch"] = {"batch_size": [
+                int((b - n) // per_example) for b, n in zip(history["budget_bytes"], history["network_bytes"])]}
+        written.append(report.plot_runs(batch_runs, "batch_size", path("batch_size.png"),
+                                        ylabel="batch size", title="Batch size and its cap"))
         if report.series(history, "mo_bytes"):  # the one thing DynHP promises: under the budget line
+            memory_runs = {f"{label}, paper accounting": {"mo_bytes": history["mo_bytes"]}}
+            if report.series(history, "full_bytes"):
+                memory_runs[f"{label}, full accounting"] = {"mo_bytes": history["full_bytes"]}
             written.append(report.plot_runs(
-                {label: history}, "mo_bytes", path("memory_per_epoch.png"), scale=1 / 1024,
-                ylabel="network + batch in the epoch (KiB, paper accounting)",
+                memory_runs, "mo_bytes", path("memory_per_epoch.png"), scale=1 / 1024,
+                ylabel="memory of the epoch (KiB)",
                 title="Memory per epoch", lines={f"budget {budget / 1024:.1f} KiB": budget} if budget else None))
         model_budget = (history.get("model_budget_bytes") or [None])[-1]
         if report.series(history, "delivered_bytes"):
