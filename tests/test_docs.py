@@ -38,23 +38,14 @@ def _pages():
     return sorted(p for p in DOCS.rglob("*.md") if "api" not in p.relative_to(DOCS).parts)
 
 
+def _language(info):
+    return info.split(" ")[0].lstrip(".").lower()
+
+
 def fenced_blocks(text):
     """Yields (language, first line number of the code, code) for each fenced block."""
-    pos = 0
-    while True:
-        start = FENCE.search(text, pos)
-        if not start:
-            return
-        indent, ticks = start.group("indent"), start.group("ticks")
-        closing = re.compile(rf"^{re.escape(indent)}{re.escape(ticks[0])}{{{len(ticks)},}}[ \t]*$", re.MULTILINE)
-        end = closing.search(text, start.end())
-        if not end:
-            raise ValueError(f"unclosed code fence at line {text.count(chr(10), 0, start.start()) + 1}")
-        body = text[start.end() + 1 : end.start()]
-        language = start.group("info").strip().split(" ")[0].lstrip(".").lower()
-        lineno = text.count("\n", 0, start.end()) + 2
-        yield language, lineno, textwrap.dedent(body)
-        pos = end.end()
+    for info, lineno, code, _ in _fence_spans(text):
+        yield _language(info), lineno, code
 
 
 OUTPUT_INFO = 'text title="Output"'
@@ -70,7 +61,7 @@ def blocks_with_outputs(text):
     """
     blocks = list(_fence_spans(text))
     for i, (info, lineno, code, span) in enumerate(blocks):
-        if info.split(" ")[0].lstrip(".").lower() != RUN_LANGUAGE:
+        if _language(info) != RUN_LANGUAGE:
             continue
         nxt = blocks[i + 1] if i + 1 < len(blocks) else None
         if nxt and nxt[0] == OUTPUT_INFO and not text[span[1]:nxt[3][0]].strip():
