@@ -1,9 +1,21 @@
-"""`tf.data` input pipelines whose batch size can be recomputed every epoch."""
+"""Input pipelines whose batch size can be recomputed every epoch.
 
+Arrays go to Keras as arrays; `tf.data` is used for datasets (and
+:func:`make_dataset`) only. TensorFlow is imported on first use, not with this
+module: training on arrays on the JAX backend never loads it (it adds about
+580 MiB to the process, `benchmarks/bench_memory.py`).
+"""
+
+import importlib
 import math
+import sys
 
 import numpy as np
-import tensorflow as tf
+
+
+def _tf():
+    """TensorFlow, imported when a `tf.data` pipeline is first needed."""
+    return importlib.import_module("tensorflow")
 
 
 def make_dataset(x, y=None, batch_size=32, shuffle=True, seed=None, prefetch=True,
@@ -36,7 +48,8 @@ def make_dataset(x, y=None, batch_size=32, shuffle=True, seed=None, prefetch=Tru
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
         raise ValueError(f"`batch_size` must be a positive integer; received {batch_size!r}.")
-    if isinstance(x, tf.data.Dataset):
+    tf = _tf()
+    if is_dataset(x):
         if y is not None:
             raise ValueError("Pass labels inside the dataset, not as `y`, when `x` is a tf.data.Dataset.")
         ds = x
@@ -76,8 +89,9 @@ def is_batched(dataset, example_rank):
 
 
 def is_dataset(x):
-    """Whether `x` is a `tf.data.Dataset`."""
-    return isinstance(x, tf.data.Dataset)
+    """Whether `x` is a `tf.data.Dataset` (never true while TensorFlow is not imported)."""
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(x, tf.data.Dataset)
 
 
 def check_inputs(x, input_dim, name="x"):
@@ -168,6 +182,7 @@ def checked_labels(dataset, num_classes):
     """
     if num_classes is None:
         return dataset
+    tf = _tf()
 
     def check(x, y, *rest):
         y_int = tf.cast(y, tf.int64)
@@ -261,6 +276,7 @@ class EpochPipeline:
                     "the dataset before `.batch()`."
                 )
             self.n = count_examples(x, batched)
+            tf = _tf()
             if batched:
                 card = int(x.cardinality())
                 if card < 0:  # count the batches too, and tell Keras
@@ -304,6 +320,7 @@ class EpochPipeline:
         if self._fixed is not None:
             return self._fixed
         _check_batch_size(batch_size)
+        tf = _tf()
         if self._source is not None:
             ds = self._source
             if self._shuffle:
@@ -333,6 +350,7 @@ def count_examples(dataset, batched):
     Raises:
         ValueError: For an infinite or empty dataset.
     """
+    tf = _tf()
     card = int(dataset.cardinality())
     if card == int(tf.data.INFINITE_CARDINALITY):
         raise ValueError(
@@ -352,15 +370,27 @@ def count_examples(dataset, batched):
     return n
 
 
-def validation_dataset(validation_data, input_dim, batch_size=None, num_classes=None):
-    """`validation_data` as a batched dataset: `(x_val, y_val)` arrays (checked) or a dataset (kept)."""
+def validation_inputs(validation_data, input_dim, batch_size=None, num_classes=None):
+    """Keras `fit`'s validation arguments for `validation_data`, checked.
+
+    Args:
+        validation_data: None, `(x_val, y_val)` arrays or a batched `tf.data.Dataset`.
+        input_dim: Width of one input example.
+        batch_size: Batch size for arrays (default 256).
+        num_classes: Labels must be class ids in [0, num_classes) (None: no check).
+
+    Returns:
+        A dict for Keras's `fit`: empty, `{"validation_data": dataset}` (labels
+        checked as it streams), or `{"validation_data": (x_val, y_val),
+        "validation_batch_size": batch_size}` (arrays stay arrays: no tf.data).
+    """
     if validation_data is None:
-        return None
+        return {}
     if is_dataset(validation_data):
         check_element_spec(validation_data, input_dim, name="validation_data")
-        return checked_labels(validation_data, num_classes)
+        return {"validation_data": checked_labels(validation_data, num_classes)}
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
         raise ValueError("`validation_data` must be a tuple (x_val, y_val) or a tf.data.Dataset.")
     xv = check_inputs(validation_data[0], input_dim, name="validation_data[0]")
     yv = check_labels(validation_data[1], len(xv), num_classes, name="validation_data[1]")
-    return make_dataset(xv, yv, batch_size or 256, shuffle=False)
+    return {"validation_data": (xv, yv), "validation_batch_size": int(batch_size or 256)}

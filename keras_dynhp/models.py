@@ -14,7 +14,7 @@ from keras import ops
 from keras_dynhp import backend, memory, surgery, training
 from keras_dynhp import penalty as penalties
 from keras_dynhp.budget import ModelBudget
-from keras_dynhp.data import EpochPipeline, validation_dataset
+from keras_dynhp.data import EpochPipeline, validation_inputs
 from keras_dynhp.layers import FeatureSelect, GatedLayer, L0Dense
 
 MODES = training.MODES
@@ -478,7 +478,7 @@ class DynHPModel(backend.trainer(), keras.Model):
                 f"The first batch ({batch_policy.batch_size}) is larger than the {pipeline.n} training "
                 "examples: lower the batch size (`batch_size` or `initial_batch_size`).")
         self._set_dataset_size(pipeline.n)
-        validation = validation_dataset(validation_data, self.input_dim, validation_batch_size, num_classes)
+        validation = validation_inputs(validation_data, self.input_dim, validation_batch_size, num_classes)
         self._configure_train_step(batch_policy.variance_every if batch_policy.measures_variance else None)
         try:
             return training.run_epochs(

@@ -220,7 +220,8 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
         model: The DynHPModel.
         keras_fit: Keras's own `fit` of the model (one epoch per call).
         pipeline: The :class:`~keras_dynhp.data.EpochPipeline`.
-        validation: Batched validation dataset or None.
+        validation: Keras `fit`'s validation arguments
+            (:func:`~keras_dynhp.data.validation_inputs`; empty for none).
         epochs: As in `fit`.
         initial_epoch: As in `fit`.
         callbacks: User callbacks.
@@ -261,7 +262,7 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
         forwarder = forwarder_class(callback_list)
         inner = keras_fit(
             **pipeline.fit_inputs(batch, epoch), epochs=epoch + 1, initial_epoch=epoch, verbose=0,
-            callbacks=[forwarder], validation_data=validation,
+            callbacks=[forwarder], **validation,
             shuffle=False,  # the pipeline shuffles (seeded) itself
         )
         epoch_loss = inner.history.get("loss", [0.0])[-1] if inner.history.get("loss") else 0.0

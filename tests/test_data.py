@@ -69,3 +69,27 @@ def test_count_examples():
     with pytest.raises(ValueError, match="empty"):
         count_examples(ds.take(0), batched=False)
 
+
+
+def test_training_on_arrays_on_jax_never_imports_tensorflow():
+    """TensorFlow adds ~580 MiB to a JAX process: arrays (and array validation data) must not need it."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np, keras_dynhp\n"
+        "rng = np.random.default_rng(0)\n"
+        "x, y = rng.random((256, 20)).astype('float32'), rng.integers(0, 4, 256)\n"
+        "m = keras_dynhp.build_mlp([8], input_dim=20, num_classes=4, seed=0)\n"
+        "h = m.fit(x, y, epochs=2, mode='sp', batch_size=32, validation_data=(x[:64], y[:64]), verbose=0)\n"
+        "assert len(h.history['val_accuracy']) == 2\n"
+        # gamma 0 prunes nothing: a surgery calls Keras's get_config, which imports TensorFlow itself
+        "m.fit(x, y, epochs=1, mode='dynhp', memory_budget='64KiB', verbose=0, gamma=0.0)\n"
+        "print('tensorflow' in sys.modules)\n"
+    )
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "False"
