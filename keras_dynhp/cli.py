@@ -182,6 +182,10 @@ def _train_arguments(t):
     t.add_argument("--budget", type=_budget, default=None, metavar="SIZE",
                    help="DynHP memory budget: bytes or e.g. 1433KiB, 2.5MiB (default: network + one "
                         "batch of --batch-size inputs, i.e. SP's memory in the paper's accounting)")
+    t.add_argument("--accounting", choices=("paper", "full"), default="paper",
+                   help="what the DynHP budget counts: paper (weights and biases + one input batch) or "
+                        "full (also gates, gradients, optimizer slots and the batch's activations; the "
+                        "default budget is then SP's full accounting at --batch-size) (default paper)")
     t.add_argument("--variance-every", type=_positive_int, default=1,
                    help="DynHP measures the gradient variance every k steps (default 1)")
     t.add_argument("--lambda", dest="l0_lambda", type=_lambdas, default=[0.01], metavar="L[,L...]",
@@ -653,16 +657,29 @@ def _check_train_args(args, input_dim, num_classes):
     lambdas = lambdas * n_layers if len(lambdas) == 1 else lambdas
     dense_params = harness.dense_params(input_dim, args.hidden, num_classes)
     budget = None
+    accounting = getattr(args, "accounting", "paper")
     if args.mode == "dynhp":
-        budget = args.budget if args.budget is not None else memory.mo_bytes(
-            dense_params, args.batch_size, input_dim)
+        footprint = None
+        if accounting == "full":  # the LeNet's footprint in the full accounting (a model built, not trained)
+            import keras_dynhp
+
+            model = keras_dynhp.build_mlp(args.hidden, input_dim=input_dim, num_classes=num_classes)
+            sp_fixed, sp_per_example = memory.footprint(model, "full")
+            default = sp_fixed + args.batch_size * sp_per_example
+            footprint = memory.footprint(model, "full", measures_variance=True)
+        else:
+            default = memory.mo_bytes(dense_params, args.batch_size, input_dim)
+        budget = args.budget if args.budget is not None else default
         try:
-            DynamicBatchSize(args.alpha_bs, budget, args.initial_batch_size).check_fits(
-                dense_params, input_dim)
+            DynamicBatchSize(args.alpha_bs, budget, args.initial_batch_size, accounting=accounting).check_fits(
+                dense_params, input_dim, footprint=footprint)
         except ValueError as e:
             raise UsageError(f"--budget too small: {_one_line(e)}") from e
-    elif args.budget is not None:
-        _warn("--budget is only used by --mode dynhp; ignored")
+    else:
+        if args.budget is not None:
+            _warn("--budget is only used by --mode dynhp; ignored")
+        if accounting != "paper":
+            _warn("--accounting is only used by --mode dynhp (its budget); ignored")
     if getattr(args, "model_budget", None) is not None:
         smallest = harness.dense_params(1, [1] * len(args.hidden), num_classes)  # one unit per gated layer
         if args.model_budget < memory.network_bytes(smallest):
@@ -690,9 +707,10 @@ RUN_MARKERS = ("run.json", "model.keras", "history.json", "history.csv", "summar
 #: The flags of a run, saved in its run.json (not saved: --output, --resume, --overwrite, --quiet).
 RUN_FLAGS = ("dataset", "mode", "hidden", "epochs", "batch_size", "initial_batch_size", "alpha_bs",
              "budget", "variance_every", "l0_lambda", "gamma", "droprate_init", "learning_rate",
-             "seed", "subset", "quantization", "baseline", "units", "penalty", "model_budget")
+             "seed", "subset", "quantization", "baseline", "units", "penalty", "model_budget",
+             "accounting")
 #: Flags added after run.json's format 1: a saved run without them takes their defaults.
-RUN_FLAGS_OPTIONAL = ("penalty", "model_budget")
+RUN_FLAGS_OPTIONAL = ("penalty", "model_budget", "accounting")
 #: Flags that --resume may change: they change what is printed, not the run.
 RESUME_MAY_CHANGE = ("units", "quiet")
 RUN_FORMAT = 1
@@ -1032,7 +1050,7 @@ def _train(args, run):
                 args.mode, value, data, args.epochs, **common, l0_lambda=lambdas, gamma=args.gamma,
                 droprate_init=args.droprate_init, budget_bytes=budget,
                 initial_batch_size=args.initial_batch_size, variance_every=args.variance_every,
-                penalty=args.penalty, model_budget=args.model_budget,
+                penalty=args.penalty, model_budget=args.model_budget, accounting=args.accounting,
                 callbacks=[saver], model_path=path("model.keras"), compact_path=path("compact.keras"),
                 tflite_path=path("model.tflite"), quantization=args.quantization, resume=resume)
         except keras_dynhp.training.DivergenceError as e:
@@ -1081,7 +1099,7 @@ def _train(args, run):
             "config": {
                 "dataset": args.dataset, "mode": args.mode, "hidden": args.hidden,
                 "epochs": args.epochs, "l0_lambda": lambdas, "gamma": args.gamma,
-                "penalty": args.penalty, "model_budget_bytes": args.model_budget,
+                "penalty": args.penalty, "model_budget_bytes": args.model_budget, "accounting": args.accounting,
                 "droprate_init": args.droprate_init, "learning_rate": args.learning_rate,
                 "seed": args.seed, "subset": args.subset, "batch_size": args.batch_size,
                 "alpha_bs": args.alpha_bs, "initial_batch_size": args.initial_batch_size,

@@ -74,6 +74,9 @@ def test_export_and_report(run_dir, tmp_path, capsys):
     (["report", "/nonexistent/run"], "nonexistent"),
     (["train", "--model-budget", "40B", "--subset", "100", "--epochs", "1"], "cannot be met"),
     (["train", "--penalty", "bytes"], "invalid choice"),
+    # 2 MiB holds LeNet-300-100 + a batch the paper's way, not its gradients and Adam's moments
+    (["train", "--mode", "dynhp", "--accounting", "full", "--budget", "2MiB", "--subset", "100",
+      "--epochs", "1"], "full accounting"),
 ])
 def test_user_errors_exit_nonzero_with_one_line(argv, message, capsys, tmp_path):
     if argv[0] == "train":
@@ -240,6 +243,20 @@ def test_train_with_a_model_budget_delivers_it(tmp_path, fashion_subset, capsys)
     assert summary["model"]["model_bytes"] <= 20_000  # hp: physically that small
     with open(os.path.join(out, "run.json")) as f:
         assert json.load(f)["args"]["model_budget"] == 20_000
+
+
+def test_train_with_the_full_accounting_stays_within_it(tmp_path, fashion_subset):
+    out = str(tmp_path / "full")
+    code = cli.main(["train", "--dataset", "fashion_mnist", "--mode", "dynhp", "--subset", "1000",
+                     "--epochs", "2", "--hidden", "30,10", "--accounting", "full", "--alpha-bs", "0.5",
+                     "--no-baseline", "--output", out, "--quiet"])
+    assert code == 0
+    with open(os.path.join(out, "summary.json")) as f:
+        assert json.load(f)["config"]["accounting"] == "full"
+    with open(os.path.join(out, "history.json")) as f:
+        history = json.load(f)
+    assert all(full <= history["budget_bytes"][0] for full in history["full_bytes"])
+    assert all(paper < full for paper, full in zip(history["mo_bytes"], history["full_bytes"]))
 
 
 def test_quiet_train_writes_nothing_to_stderr(tmp_path, fashion_subset):

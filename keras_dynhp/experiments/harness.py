@@ -226,7 +226,8 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
                num_classes=None, l0_lambda=0.01, gamma=0.5, droprate_init=0.5, learning_rate=1e-3,
                budget_bytes=None, initial_batch_size=16, variance_every=1, sparsity=None, seed=0,
                verbose=2, callbacks=(), model_path=None, compact_path=None, tflite_path=None,
-               quantization=None, resume=None, penalty="louizos", model_budget=None, tag=None):
+               quantization=None, resume=None, penalty="louizos", model_budget=None, tag=None,
+               accounting="paper"):
     """Trains one configuration and returns its result record.
 
     "sp", "hp" and "dynhp" train :func:`keras_dynhp.build_mlp` with
@@ -254,6 +255,8 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
         sparsity: Target weight sparsity of "tfmot" (required there).
         penalty: L0 penalty weighting of sp/hp/dynhp, "louizos" (the paper's)
             or "size" (:mod:`keras_dynhp.penalty`).
+        accounting: What DynHP's `budget_bytes` counts, "paper" or "full"
+            (:func:`keras_dynhp.memory.full_accounting`).
         model_budget: Model-size budget of sp/hp/dynhp: bytes, a string such
             as "250KB" or a :class:`keras_dynhp.ModelBudget`.
         tag: Text appended to the record's label (e.g. "size, model 250 KB").
@@ -384,7 +387,7 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
         elif method == "dynhp":
             model.fit(x, y, mode=method, gamma=gamma, seed=seed, alpha_bs=value,
                       memory_budget=budget_bytes, initial_batch_size=initial_batch_size,
-                      variance_every=variance_every, **common)
+                      variance_every=variance_every, accounting=accounting, **common)
         else:
             model.fit(x, y, mode=method, gamma=gamma, seed=seed, batch_size=int(value), **common)
 
