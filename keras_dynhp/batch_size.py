@@ -165,11 +165,10 @@ class FixedBatchSize:
 
     measures_variance = False
     variance_every = None
+    accounting = "paper"  # no budget: nothing to count
 
     def __init__(self, batch_size=32):
         self.batch_size = _positive_int("batch_size", batch_size)
-
-    accounting = "paper"
 
     def check_fits(self, num_params, example_size, footprint=None):
         """Nothing to check: a fixed batch has no budget."""

@@ -85,6 +85,14 @@ def resolve_policies(mode, batch_size=None, gamma=0.5, min_units=1, prune_start_
             f"{type(batch_policy).__name__}.")
     if mode == "dynhp" and not isinstance(batch_policy, DynamicBatchSize):
         raise ValueError('mode="dynhp" needs a DynamicBatchSize batch policy.')
+    if accounting not in memory.ACCOUNTINGS:
+        raise ValueError(f"`accounting` must be one of {memory.ACCOUNTINGS}; received {accounting!r}.")
+    if accounting != batch_policy.accounting:  # never silently ignored
+        raise ValueError(
+            f'accounting="{accounting}" is what a DynHP memory budget counts: it needs mode="dynhp"'
+            if mode != "dynhp" else
+            f'accounting="{accounting}" conflicts with the batch_policy\'s accounting '
+            f'"{batch_policy.accounting}": set it on the DynamicBatchSize.')
     return (policy if mode in ("hp", "dynhp") else None), batch_policy
 
 

@@ -114,3 +114,18 @@ def test_a_budget_too_small_for_the_full_accounting_is_refused_before_training()
     model.fit(x, y, epochs=1, mode="dynhp", memory_budget="12KiB", verbose=0)  # fits the paper's way
     with pytest.raises(ValueError, match="accounting"):
         model.fit(x, y, epochs=1, mode="dynhp", memory_budget="12KiB", accounting="rss", verbose=0)
+
+
+def test_the_full_accounting_is_never_silently_ignored():
+    from keras_dynhp.batch_size import DynamicBatchSize
+
+    x, y = _data(64)
+    model = _model()
+    with pytest.raises(ValueError, match='needs mode="dynhp"'):
+        model.fit(x, y, epochs=1, mode="sp", accounting="full", verbose=0)
+    with pytest.raises(ValueError, match="conflicts"):
+        model.fit(x, y, epochs=1, mode="dynhp", accounting="full", verbose=0,
+                  batch_policy=DynamicBatchSize(0.98, "1MiB"))
+    history = model.fit(x, y, epochs=1, mode="dynhp", verbose=0,
+                        batch_policy=DynamicBatchSize(0.98, "1MiB", accounting="full"), accounting="full")
+    assert history.history["budget_headroom_bytes"][0] == 2**20 - history.history["full_bytes"][0]
