@@ -118,7 +118,7 @@ def candidate_batch_size(batch_size, s_l1, f, alpha_bs):
 
 
 def next_batch_size(batch_size, s_l1, f, alpha_bs, budget_bytes, num_params, example_size,
-                    footprint=None):
+                    footprint=None, multiple_of=1):
     """Eq. 8-10: the next epoch's batch size, capped by the memory budget, never shrinking.
 
     Args:
@@ -132,6 +132,10 @@ def next_batch_size(batch_size, s_l1, f, alpha_bs, budget_bytes, num_params, exa
         footprint: Optional `(fixed_bytes, per_example_bytes)` of another
             accounting (:func:`keras_dynhp.memory.footprint`, "full"): the cap
             is then floor((C - fixed) / per_example) instead of eq. 10's.
+        multiple_of: The batch stays a multiple of this (the devices sharing
+            each batch under data parallelism): the candidate is rounded up to
+            one (a growth of a few examples still grows the batch) and the cap
+            down (the budget still holds).
 
     Returns:
         The new batch size (int).
@@ -142,7 +146,9 @@ def next_batch_size(batch_size, s_l1, f, alpha_bs, budget_bytes, num_params, exa
     else:
         fixed, per_example = footprint
         cap = max((int(budget_bytes) - int(fixed)) // int(per_example), 0)
-    return max(int(batch_size), min(candidate, cap))
+    k = int(multiple_of)
+    grown = -(-candidate // k) * k  # a growth of the candidate moves to the next multiple
+    return max(int(batch_size), min(grown, cap // k * k))
 
 
 def _positive_int(name, value):
@@ -202,6 +208,9 @@ class DynamicBatchSize:
             input batch, eq. 9-10) or "full" (also the gates, gradients,
             optimizer slots and the batch's activations:
             :func:`keras_dynhp.memory.full_accounting`).
+        multiple_of: Every batch is a multiple of this (default 1). `fit` sets
+            it to the number of devices that share a batch under a
+            `keras.distribution` (data parallelism on JAX).
 
     Example:
         >>> DynamicBatchSize(0.98, "1433KiB").budget_bytes
@@ -211,7 +220,8 @@ class DynamicBatchSize:
     measures_variance = True
 
     def __init__(self, alpha_bs, memory_budget, initial_batch_size=16, variance_every=1,
-                 batch_size=None, accounting="paper"):
+                 batch_size=None, accounting="paper", multiple_of=1):
+        self.multiple_of = _positive_int("multiple_of", multiple_of)
         if accounting not in memory.ACCOUNTINGS:
             raise ValueError(f"`accounting` must be one of {memory.ACCOUNTINGS}; received {accounting!r}.")
         self.accounting = accounting
@@ -251,7 +261,7 @@ class DynamicBatchSize:
     def next_batch_size(self, batch_size, s_l1, f, num_params, example_size, footprint=None):
         """Eq. 8-10 with these settings, from `batch_size` (does not change the policy)."""
         return next_batch_size(batch_size, s_l1, f, self.alpha_bs, self.budget_bytes,
-                               num_params, example_size, footprint)
+                               num_params, example_size, footprint, self.multiple_of)
 
     def update(self, s_l1, f, num_params, example_size, footprint=None):
         """Moves to the next epoch's batch size (eq. 8-10) and returns it."""
@@ -267,6 +277,7 @@ class DynamicBatchSize:
             "variance_every": self.variance_every,
             "batch_size": self.batch_size,
             "accounting": self.accounting,
+            "multiple_of": self.multiple_of,
         }
 
     @classmethod

@@ -251,6 +251,11 @@ class EpochPipeline:
 
     Attributes:
         n: Number of training examples (the N of the L0 penalty, eq. 5).
+        multiple: Each epoch visits a multiple of this many examples (default
+            1): under data parallelism every batch, the last one too, must
+            split evenly over the devices, so the last `n % multiple`
+            examples of each epoch's order are left out of that epoch (a
+            different few every epoch). Arrays and unbatched datasets only.
 
     Shuffling: epoch e visits the examples in :func:`epoch_order` (seed, e), a
     fresh order every epoch, the same one after a resume, also when DynHP
@@ -262,6 +267,7 @@ class EpochPipeline:
 
     def __init__(self, x, y, input_dim, rebatch=False, shuffle=True, seed=None, num_classes=None):
         self._fixed = None
+        self.multiple = 1
         self._shuffle = shuffle
         self._seed = int(np.random.randint(2**31 - 1)) if seed is None else int(seed)
         if is_dataset(x):
@@ -300,11 +306,17 @@ class EpochPipeline:
         """Steps of one epoch at `batch_size` (None when unknown)."""
         if self._fixed is not None:
             return self._steps
-        return math.ceil(self.n / batch_size) if self.n else None
+        return math.ceil(self.epoch_examples / batch_size) if self.n else None
+
+    @property
+    def epoch_examples(self):
+        """Examples one epoch visits: `n` rounded down to a multiple of `multiple`."""
+        return self.n - self.n % self.multiple if self.n else self.n
 
     def order(self, epoch):
         """The order of the examples in epoch `epoch` (arrays and unbatched datasets)."""
-        return epoch_order(self.n, self._seed, epoch) if self._shuffle else np.arange(self.n)
+        order = epoch_order(self.n, self._seed, epoch) if self._shuffle else np.arange(self.n)
+        return order[: self.epoch_examples]
 
     def fit_inputs(self, batch_size, epoch=0):
         """Keyword arguments of Keras's `fit` for epoch `epoch`: `x`, `y`, `batch_size` or a dataset."""
@@ -325,6 +337,8 @@ class EpochPipeline:
             ds = self._source
             if self._shuffle:
                 ds = ds.shuffle(max(self.n, 1), seed=self._seed + int(epoch), reshuffle_each_iteration=False)
+            if self.epoch_examples != self.n:
+                ds = ds.take(self.epoch_examples)
             ds = checked_labels(ds.batch(int(batch_size)), self._num_classes)
             return ds.prefetch(tf.data.AUTOTUNE)
         x, y = self._arrays

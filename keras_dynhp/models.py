@@ -13,6 +13,7 @@ from keras import ops
 
 from keras_dynhp import backend, memory, surgery, training
 from keras_dynhp import penalty as penalties
+from keras_dynhp.batch_size import FixedBatchSize
 from keras_dynhp.budget import ModelBudget
 from keras_dynhp.data import EpochPipeline, validation_inputs
 from keras_dynhp.layers import FeatureSelect, GatedLayer, L0Dense
@@ -479,13 +480,14 @@ class DynHPModel(backend.trainer(), keras.Model):
                 "examples: lower the batch size (`batch_size` or `initial_batch_size`).")
         self._set_dataset_size(pipeline.n)
         validation = validation_inputs(validation_data, self.input_dim, validation_batch_size, num_classes)
+        step_by_step = self._fit_data_parallel(batch_policy, pipeline, validation)
         self._configure_train_step(batch_policy.variance_every if batch_policy.measures_variance else None)
         try:
             return training.run_epochs(
                 self, super().fit, pipeline, validation, epochs, initial_epoch, callbacks, verbose,
                 pruning, batch_policy,
                 memory_total_bytes=self.training_state.get("memory_total_bytes", 0) if resuming else 0,
-                budget=budget)
+                budget=budget, step_by_step=step_by_step)
         except backend.framework_errors() as e:  # a bad batch that only a dataset can hide
             classes = self.gated_layers[-1].output_units
             text = str(getattr(e, "message", e))
@@ -504,6 +506,44 @@ class DynHPModel(backend.trainer(), keras.Model):
             if self._report_variance:  # evaluate / predict report the loss and compiled metrics only
                 self._report_variance = False
                 self.test_function = None
+
+    def _fit_data_parallel(self, batch_policy, pipeline, validation):
+        """Keeps every batch divisible by the devices a `keras.distribution` splits it over.
+
+        Returns:
+            Whether the steps must run one at a time (data parallelism over CPU
+            devices: XLA's CPU collectives can deadlock with steps in flight).
+        """
+        shards = backend.data_shards()
+        if shards == 1:
+            return False
+        if isinstance(batch_policy, FixedBatchSize):
+            if batch_policy.batch_size % shards:
+                raise ValueError(
+                    f"The distribution splits every batch over {shards} devices: `batch_size` "
+                    f"({batch_policy.batch_size}) must be a multiple of {shards}.")
+        else:
+            if batch_policy.multiple_of % shards:
+                if batch_policy.multiple_of != 1:
+                    raise ValueError(
+                        f"The distribution splits every batch over {shards} devices; the batch policy's "
+                        f"`multiple_of` ({batch_policy.multiple_of}) is not a multiple of {shards}.")
+                batch_policy.multiple_of = shards
+            if batch_policy.batch_size % shards:
+                raise ValueError(
+                    f"The distribution splits every batch over {shards} devices: the first DynHP batch "
+                    f"(`initial_batch_size`={batch_policy.batch_size}) must be a multiple of {shards}.")
+        if pipeline.steps(batch_policy.batch_size) is not None and pipeline._fixed is None:
+            pipeline.multiple = shards
+        data = validation.get("validation_data")
+        if isinstance(data, tuple):
+            size = validation["validation_batch_size"]
+            if size % shards or len(data[0]) % shards:
+                raise ValueError(
+                    f"The distribution splits every batch over {shards} devices: the validation arrays "
+                    f"({len(data[0])} examples) and `validation_batch_size` ({size}) must both be "
+                    f"multiples of {shards}.")
+        return backend.data_devices_are_cpus()
 
     def _resolve_budget(self, model_budget, epochs, resuming, min_units):
         """The fit's ModelBudget (or None), resolved and checked; arms (or disarms) the train step."""

@@ -221,7 +221,7 @@ def _listens_to_batches(callbacks):
 
 
 def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, callbacks, verbose,
-               pruning, batch_policy, memory_total_bytes=0, budget=None):
+               pruning, batch_policy, memory_total_bytes=0, budget=None, step_by_step=False):
     """Runs the epochs of one `fit` (see the module docstring); returns the History.
 
     Args:
@@ -238,6 +238,10 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
         batch_policy: The batch policy (its `batch_size` is the first epoch's).
         memory_total_bytes: Running sum of MO of the epochs before `initial_epoch`.
         budget: A resolved :class:`~keras_dynhp.budget.ModelBudget` or None.
+        step_by_step: Finish every step before the next starts (batch events
+            forwarded, so Keras reads each step's logs): data parallelism over
+            CPU devices needs it, as XLA's CPU collectives can deadlock when
+            several steps are in flight.
 
     After every epoch (before the callbacks, so a checkpoint saves it)
     `model.training_state` records the epochs done, the running memory total
@@ -252,7 +256,7 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
     )
     total_bytes = int(memory_total_bytes)
     listeners = user_callbacks + [cb for cb in callback_list.callbacks if cb not in user_callbacks]
-    forwarder_class = _BatchForwarder if _listens_to_batches(listeners) else _Forwarder
+    forwarder_class = _BatchForwarder if step_by_step or _listens_to_batches(listeners) else _Forwarder
     model.stop_training = False
     callback_list.on_train_begin()
     for epoch in range(initial_epoch, epochs):

@@ -75,3 +75,14 @@ def test_controller_config_and_budget_check():
     for bad in ("lots", 0, -5):
         with pytest.raises(ValueError):
             bs.DynamicBatchSize(0.98, bad)
+
+
+def test_multiple_of_rounds_the_candidate_up_and_the_cap_down():
+    # eq. 8 gives 16 + ceil(0.5 * 3 / 1) = 18; with 4 devices sharing a batch that is 20
+    budget = memory.mo_bytes(1000, 30, 10)  # eq. 10's cap: 30, so 28 with multiple_of=4
+    assert bs.next_batch_size(16, 3.0, 1.0, 0.5, budget, 1000, 10) == 18
+    assert bs.next_batch_size(16, 3.0, 1.0, 0.5, budget, 1000, 10, multiple_of=4) == 20
+    assert bs.next_batch_size(16, 100.0, 1.0, 0.5, budget, 1000, 10, multiple_of=4) == 28  # under the cap
+    assert bs.next_batch_size(28, 100.0, 1.0, 0.5, budget, 1000, 10, multiple_of=4) == 28  # never shrinks
+    policy = bs.DynamicBatchSize(0.5, budget, 16, multiple_of=4)
+    assert bs.DynamicBatchSize.from_config(policy.get_config()).multiple_of == 4

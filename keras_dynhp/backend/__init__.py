@@ -11,6 +11,9 @@ with respect to the probes too. Everything else in the library uses `keras.ops`.
   mirroring Keras's own JAX trainer.
 
 The PyTorch backend is not supported (see :func:`trainer`).
+
+:func:`data_shards` reads how many ways a `keras.distribution` (JAX) splits
+each batch, so that DynHP keeps its batches divisible by it.
 """
 
 import keras
@@ -39,6 +42,30 @@ def trainer():
             f"keras_dynhp supports the Keras backends {SUPPORTED}; KERAS_BACKEND is {backend!r}. "
             "Set KERAS_BACKEND=jax or tensorflow before importing keras.")
     return VarianceTrainStep
+
+
+def data_shards():
+    """How many devices share each batch under the current `keras.distribution` (1 without one).
+
+    `DataParallel` and `ModelParallel` shard the batch axis over the device
+    mesh's batch dimension; every batch must then be a multiple of its size.
+    """
+    try:
+        distribution = keras.distribution.distribution()
+    except (AttributeError, NotImplementedError):  # a backend without the distribution API
+        return 1
+    if distribution is None:
+        return 1
+    mesh = distribution.device_mesh
+    axes = dict(zip(mesh.axis_names, mesh.shape))
+    return int(axes.get(distribution.batch_dim_name, 1))
+
+
+def data_devices_are_cpus():
+    """Whether the current `keras.distribution` runs on CPU devices (simulated or real)."""
+    distribution = keras.distribution.distribution()
+    devices = distribution.device_mesh.devices.flatten() if distribution is not None else []
+    return any(str(device).lower().startswith(("cpu", "tfrt_cpu")) for device in devices)
 
 
 def framework_errors():
