@@ -550,7 +550,8 @@ def write_plots(run_dir, history, label, baseline_history=None, baseline_label=N
             # eq. 10's cap after each epoch's surgery (the most the next epoch may use)
             per_example = history["batch_bytes"][0] / history["batch_size"][0]
             batch_runs["cap for the next epoch"] = {"batch_size": [
-                int((b - n) // per_example) for b, n in zip(history["budget_bytes"], history["network_bytes"])]}
+                int((b - n) // per_example)
+                for b, n in zip(history["budget_bytes"], history["network_bytes"])]}
         written.append(report.plot_runs(batch_runs, "batch_size", path("batch_size.png"),
                                         ylabel="batch size", title="Batch size and its cap"))
         if report.series(history, "mo_bytes"):  # the one thing DynHP promises: under the budget line
@@ -671,8 +672,8 @@ def _check_train_args(args, input_dim, num_classes):
             default = memory.mo_bytes(dense_params, args.batch_size, input_dim)
         budget = args.budget if args.budget is not None else default
         try:
-            DynamicBatchSize(args.alpha_bs, budget, args.initial_batch_size, accounting=accounting).check_fits(
-                dense_params, input_dim, footprint=footprint)
+            policy = DynamicBatchSize(args.alpha_bs, budget, args.initial_batch_size, accounting=accounting)
+            policy.check_fits(dense_params, input_dim, footprint=footprint)
         except ValueError as e:
             raise UsageError(f"--budget too small: {_one_line(e)}") from e
     else:
@@ -1099,7 +1100,8 @@ def _train(args, run):
             "config": {
                 "dataset": args.dataset, "mode": args.mode, "hidden": args.hidden,
                 "epochs": args.epochs, "l0_lambda": lambdas, "gamma": args.gamma,
-                "penalty": args.penalty, "model_budget_bytes": args.model_budget, "accounting": args.accounting,
+                "penalty": args.penalty, "model_budget_bytes": args.model_budget,
+                "accounting": args.accounting,
                 "droprate_init": args.droprate_init, "learning_rate": args.learning_rate,
                 "seed": args.seed, "subset": args.subset, "batch_size": args.batch_size,
                 "alpha_bs": args.alpha_bs, "initial_batch_size": args.initial_batch_size,

@@ -42,7 +42,8 @@ out["devices"] = len(keras.distribution.list_devices())
 out["parallel"] = {m: run(m, 2048) for m in ("hp", "dynhp")}
 out["uneven"] = run("dynhp", 2050)  # 2050 examples: each epoch leaves 2 out, every batch splits in 4
 errors = []
-for kw in ({"mode": "sp", "batch_size": 30}, {"mode": "dynhp", "memory_budget": "256KiB", "initial_batch_size": 18}):
+for kw in ({"mode": "sp", "batch_size": 30},
+           {"mode": "dynhp", "memory_budget": "256KiB", "initial_batch_size": 18}):
     try:
         keras_dynhp.build_mlp([8], input_dim=20, num_classes=4).fit(x[:64], y[:64], epochs=1, verbose=0, **kw)
         errors.append(None)
