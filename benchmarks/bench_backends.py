@@ -1,6 +1,10 @@
-"""Seconds per 60,000-example epoch: plain Keras Dense vs keras_dynhp SP and DynHP, per backend.
+"""Seconds per 60,000-example epoch: plain Keras vs keras_dynhp SP and DynHP, per backend.
 
     python benchmarks/bench_backends.py --backends jax tensorflow --batches 16 100 512
+    python benchmarks/bench_backends.py --network lenet5 --backends jax --batches 128
+
+`--network lenet5`: LeNet-5-Caffe (20-50-800-500, `build_lenet5`) against a plain
+Keras Conv2D/MaxPooling2D/Dense LeNet-5 of the same shape, on 28x28x1 images.
 
 LeNet-300-100 on Fashion-MNIST (all 60,000 training images). For each backend
 (a subprocess each: Keras fixes its backend at import) and batch size, the
@@ -26,7 +30,7 @@ import sys
 import time
 
 
-def _worker(backend, batches, rounds, surgery):
+def _worker(backend, batches, rounds, surgery, network="lenet300"):
     os.environ["KERAS_BACKEND"] = backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
@@ -35,20 +39,29 @@ def _worker(backend, batches, rounds, surgery):
     from keras_dynhp import memory
     from keras_dynhp.experiments.datasets import load_data
 
-    (x, y), _ = load_data("fashion_mnist")
+    conv = network == "lenet5"
+    (x, y), _ = load_data("fashion_mnist", flatten=not conv)
     results = {}
 
     def dense_model():
         keras.utils.set_random_seed(0)
-        model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(300, activation="relu"),
-                                  keras.layers.Dense(100, activation="relu"),
-                                  keras.layers.Dense(10, activation="softmax")])
+        if conv:
+            layers = [keras.Input((28, 28, 1)), keras.layers.Conv2D(20, 5, activation="relu"),
+                      keras.layers.MaxPooling2D(2), keras.layers.Conv2D(50, 5, activation="relu"),
+                      keras.layers.MaxPooling2D(2), keras.layers.Flatten(),
+                      keras.layers.Dense(500, activation="relu")]
+        else:
+            layers = [keras.Input((784,)), keras.layers.Dense(300, activation="relu"),
+                      keras.layers.Dense(100, activation="relu")]
+        model = keras.Sequential(layers + [keras.layers.Dense(10, activation="softmax")])
         model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
         return model
 
+    def gated_model():
+        return keras_dynhp.build_lenet5(seed=0) if conv else keras_dynhp.build_mlp([300, 100], seed=0)
+
     for batch in batches:
-        models = {"dense": dense_model(), "sp": keras_dynhp.build_mlp([300, 100], seed=0),
-                  "dynhp": keras_dynhp.build_mlp([300, 100], seed=0)}
+        models = {"dense": dense_model(), "sp": gated_model(), "dynhp": gated_model()}
         budget = memory.mo_bytes(models["dynhp"].count_params_stored(), batch, 784)
         best = {name: float("inf") for name in models}
         for r in range(rounds + 1):
@@ -87,14 +100,15 @@ def main():
     parser.add_argument("--batches", nargs="+", type=int, default=[16, 100, 512])
     parser.add_argument("--rounds", type=int, default=2, help="timed epochs per variant (after one to compile)")
     parser.add_argument("--surgery", action="store_true")
+    parser.add_argument("--network", default="lenet300", choices=("lenet300", "lenet5"))
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        return _worker(args.worker, args.batches, args.rounds, args.surgery)
+        return _worker(args.worker, args.batches, args.rounds, args.surgery, args.network)
     rows = []
     for backend in args.backends:
-        cmd = [sys.executable, __file__, "--worker", backend, "--rounds", str(args.rounds), "--batches",
-               *map(str, args.batches)] + (["--surgery"] if args.surgery else [])
+        cmd = [sys.executable, __file__, "--worker", backend, "--rounds", str(args.rounds), "--network",
+               args.network, "--batches", *map(str, args.batches)] + (["--surgery"] if args.surgery else [])
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
         if not line:

@@ -25,12 +25,14 @@ from keras_dynhp._version import __version__  # noqa: F401
 _EXPORTS = {
     # layers
     "L0Dense": "keras_dynhp.layers",
+    "L0Conv2D": "keras_dynhp.layers",
     "FeatureSelect": "keras_dynhp.layers",
     "GatedLayer": "keras_dynhp.layers",
     "register_gated_layer": "keras_dynhp.layers",
     # model
     "DynHPModel": "keras_dynhp.models",
     "build_mlp": "keras_dynhp.models",
+    "build_lenet5": "keras_dynhp.models",
     "load_model": "keras_dynhp.models",
     "prune": "keras_dynhp.convert",
     # policies

@@ -140,9 +140,9 @@ class ModelBudget:
         """Whether the optional multiplier of eq. 13 is on."""
         return self.multiplier_lr > 0
 
-    def check_feasible(self, layers, min_units):
+    def check_feasible(self, layers, min_units, links=None):
         """A clear error if no network with `min_units` per gated layer fits the budget."""
-        smallest = memory.network_bytes(penalty.smallest_params(layers, min_units))
+        smallest = memory.network_bytes(penalty.smallest_params(layers, min_units, links))
         if smallest > self.max_bytes:
             raise ValueError(
                 f"model_budget={self.max_bytes:,} bytes cannot be met: the smallest network this model "
@@ -166,7 +166,7 @@ def expected_target(model, target_bytes):
     return float(target_bytes) * min(max(ratio, 1e-3), 1.0)
 
 
-def limit_pruning(layers, keep, rates, min_params):
+def limit_pruning(layers, keep, rates, min_params, links=None):
     """Keep masks of hard pruning, with units put back (most active first) until `min_params`.
 
     Args:
@@ -174,23 +174,24 @@ def limit_pruning(layers, keep, rates, min_params):
         keep: Eq. 7's masks, one per layer (None: keep all).
         rates: Activation rates per layer (None where not observed).
         min_params: The fewest weights and biases the pruned chain may store.
+        links: How each layer's inputs read the previous layer's outputs
+            (:func:`keras_dynhp.penalty.unit_counts`).
 
     Returns:
         The masks (copies; None stays None).
     """
     keep = [None if k is None else np.array(k, bool) for k in keep]
     full = [np.ones(layer.gated_units, bool) if k is None else k for layer, k in zip(layers, keep)]
-    counts = [int(k.sum()) for k in full]
-    if penalty.chain_params(layers, counts) >= min_params:
+    size = penalty.ChainSize(layers, full, links)
+    if size.params() >= min_params:
         return keep
     candidates = sorted(((-float(rates[i][j]), i, j) for i, k in enumerate(full) if rates[i] is not None
                          for j in np.flatnonzero(~k)))
     for _, i, j in candidates:
-        full[i][j] = True
-        counts[i] += 1
-        if penalty.chain_params(layers, counts) >= min_params:
+        size.set(i, j, True)
+        if size.params() >= min_params:
             break
-    return [None if k is None else full[i] for i, k in enumerate(keep)]
+    return [None if k is None else size.masks[i] for i, k in enumerate(keep)]
 
 
 def enforce(model, max_bytes, min_units, hard):
@@ -205,14 +206,13 @@ def enforce(model, max_bytes, min_units, hard):
     Returns:
         The number of units removed or closed (0 when the network already fits).
     """
-    layers = model.gated_layers
+    layers, links = model.gated_layers, model.links()
     delivered = penalty.delivered_masks(layers)
-    if memory.network_bytes(penalty.chain_params(layers, [int(m.sum()) for m in delivered])) \
-            <= max_bytes:
+    if memory.network_bytes(penalty.masks_params(layers, delivered, links)) <= max_bytes:
         return 0
     scores = [ops.convert_to_numpy(layer.gate_probability()) for layer in layers]
     keep = penalty.select_units(layers, scores, int(max_bytes) // memory.BYTES_PER_NUMBER,
-                                min_units, keep=delivered)
+                                min_units, keep=delivered, links=links)
     removed = sum(int(d.sum() - k.sum()) for d, k in zip(delivered, keep))
     if hard:
         from keras_dynhp import surgery
@@ -220,6 +220,8 @@ def enforce(model, max_bytes, min_units, hard):
         surgery.remove_units(model, keep)
     else:
         for layer, k in zip(layers, keep):
+            if not layer.gate_inputs:
+                continue
             log_alpha = ops.convert_to_numpy(layer.log_alpha)
             layer.log_alpha.assign(np.where(k, log_alpha, LOG_ALPHA_RANGE[0]).astype(log_alpha.dtype))
     return removed

@@ -7,11 +7,14 @@ form (:func:`keras_dynhp.layers.register_gated_layer`; today `keras.layers.Dense
 Weights and biases are carried over; each unit gets a hard-concrete gate.
 :func:`keras_dynhp.strip` gives back a plain Keras model afterwards.
 
-Supported: a `keras.Sequential` or functional model with one rank-2 input
-`(batch, features)` and one output, made of registered layers in a chain
-(each one's output feeding only the next). Anything else is a clear
-`ValueError` naming the layer; flatten image inputs beforehand
-(`x.reshape(len(x), -1)`) and build the model on `(features,)`.
+Supported: a `keras.Sequential` or functional model with one input and one
+output, made of registered layers in a chain (each one's output feeding only
+the next): `Dense` layers on `(batch, features)` inputs, or `Conv2D` layers on
+images `(batch, height, width, channels)` followed by `Dense` layers, with
+weight-free per-channel layers between them (pooling, `Flatten`, `Dropout`,
+activations: :data:`keras_dynhp.models.CONNECTOR_LAYERS`). The first
+convolution's image channels get no gates. Anything else is a clear
+`ValueError` naming the layer.
 """
 
 import warnings
@@ -34,10 +37,10 @@ def _chain_layers(model):
             f"`prune` supports models with one input and one output; this one has {len(model.inputs)} "
             f"and {len(model.outputs)}.")
     shape = tuple(model.inputs[0].shape)
-    if len(shape) != 2 or shape[-1] is None:
+    if len(shape) not in (2, 4) or any(d is None for d in shape[1:]):
         raise ValueError(
-            f"`prune` supports inputs of shape (batch, features); this model takes {shape}. Flatten "
-            "the data (x.reshape(len(x), -1)) and build the model on keras.Input((features,)).")
+            f"`prune` supports inputs of shape (batch, features) or images (batch, height, width, "
+            f"channels) of known size; this model takes {shape}.")
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     if not isinstance(model, keras.Sequential):
         for layer in layers:  # a chain: every layer called once, on the previous layer's output
@@ -51,7 +54,7 @@ def _chain_layers(model):
                     f"Layer '{layer.name}' does not take the previous layer's output: `prune` "
                     "supports chains of layers (no branches or skip connections).")
             previous = node.output_tensors[0]
-    return layers, int(shape[-1])
+    return layers, tuple(int(d) for d in shape[1:])
 
 
 def _check_layer(layer, registry):
@@ -105,19 +108,44 @@ def prune(model, l0_lambda=0.01, droprate_init=0.5, penalty="louizos", weight_de
     """
     from keras_dynhp.models import DynHPModel
 
-    layers, input_dim = _chain_layers(model)
-    if not layers:
-        raise ValueError("The model has no layer to convert.")
+    from keras_dynhp.layers import L0Conv2D
+    from keras_dynhp.models import CONNECTOR_LAYERS
+
+    layers, input_shape = _chain_layers(model)
     registry = registered_gated_layers()
+    gated_plain, connectors = [], []
     for layer in layers:
+        if isinstance(layer, CONNECTOR_LAYERS) and type(layer) not in registry:
+            if not gated_plain:
+                raise ValueError(
+                    f"Layer '{layer.name}' ({type(layer).__name__}) comes before the first Dense or Conv2D "
+                    "layer: `prune` needs a gated layer first (apply it to the data instead).")
+            connectors[-1].append(layer)
+            continue
         _check_layer(layer, registry)
-    lambdas = list(l0_lambda) if isinstance(l0_lambda, (list, tuple)) else [l0_lambda] * len(layers)
-    if len(lambdas) != len(layers):
-        raise ValueError(f"`l0_lambda` needs one value per layer ({len(layers)}); received {len(lambdas)}.")
-    gated = [registry[type(layer)].from_plain(
-        layer, l0_lambda=lam, droprate_init=droprate_init, penalty=penalty, weight_decay=weight_decay,
-        seed=None if seed is None else seed + i) for i, (layer, lam) in enumerate(zip(layers, lambdas))]
-    new = DynHPModel(gated, input_dim=input_dim, penalty=penalty, name=name or f"{model.name}_dynhp")
+        gated_plain.append(layer)
+        connectors.append([])
+    if not gated_plain:
+        raise ValueError("The model has no layer to convert.")
+    if connectors[-1]:
+        raise ValueError(f"Layer '{connectors[-1][0].name}' follows the last Dense layer: `prune` needs the "
+                         "model to end with a Dense (or Conv2D) layer.")
+    lambdas = list(l0_lambda) if isinstance(l0_lambda, (list, tuple)) else [l0_lambda] * len(gated_plain)
+    if len(lambdas) != len(gated_plain):
+        raise ValueError(f"`l0_lambda` needs one value per layer ({len(gated_plain)}); received {len(lambdas)}.")
+    gated = []
+    for i, (layer, lam) in enumerate(zip(gated_plain, lambdas)):
+        kwargs = dict(l0_lambda=lam, droprate_init=droprate_init, penalty=penalty, weight_decay=weight_decay,
+                      seed=None if seed is None else seed + i)
+        if i == 0 and registry[type(layer)] is L0Conv2D:
+            kwargs["gate_inputs"] = False  # image channels: never gated
+        gated.append(registry[type(layer)].from_plain(layer, **kwargs))
+    image = len(input_shape) > 1
+    new = DynHPModel(gated, input_shape=input_shape if image else None,
+                     input_dim=None if image else input_shape[0],
+                     connectors=[[type(c).from_config(c.get_config()) for c in gap] for gap in connectors[:-1]]
+                     if image or any(connectors) else None,
+                     penalty=penalty, name=name or f"{model.name}_dynhp")
     if compile:
         _compile_like(new, model)
     return new

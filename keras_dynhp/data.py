@@ -94,28 +94,45 @@ def is_dataset(x):
     return tf is not None and isinstance(x, tf.data.Dataset)
 
 
+def example_shape(input_dim):
+    """The shape of one example: `input_dim` as a 1-tuple, or a shape tuple as given."""
+    if isinstance(input_dim, (tuple, list)):
+        return tuple(int(d) for d in input_dim)
+    return (int(input_dim),)
+
+
+def _shape_text(shape):
+    return "(n, " + ", ".join(str(d) for d in shape) + ")"
+
+
 def check_inputs(x, input_dim, name="x"):
     """`x` as a float32 array of shape (n, input_dim) of finite numbers, or a clear error.
+
+    `input_dim` may be a shape, e.g. `(28, 28, 1)` for images: `x` is then (n, 28, 28, 1).
 
     Raises:
         TypeError: For inputs that are not numbers (strings, objects).
         ValueError: For a wrong shape, no examples, or NaN / infinite values
             (with their count and the first example holding one).
     """
+    shape = example_shape(input_dim)
     try:
         x = np.asarray(x)
     except ValueError as e:  # ragged nested lists
-        raise ValueError(f"`{name}` must be an array of shape (n, {input_dim}): {e}") from None
+        raise ValueError(f"`{name}` must be an array of shape {_shape_text(shape)}: {e}") from None
     if x.dtype.kind not in "biuf":
         raise TypeError(f"`{name}` must hold numbers; received an array of dtype {x.dtype}.")
-    if x.ndim != 2 or x.shape[1] != input_dim:
-        raise ValueError(f"`{name}` must have shape (n, {input_dim}); received shape {x.shape}.")
+    if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
+        hint = ""
+        if len(shape) > 1 and x.ndim == 2 and x.shape[1] == int(np.prod(shape)):
+            hint = f" (flat images: pass `x.reshape(-1, {', '.join(map(str, shape))})`)"
+        raise ValueError(f"`{name}` must have shape {_shape_text(shape)}; received shape {x.shape}{hint}.")
     if len(x) == 0:
         raise ValueError(f"`{name}` holds no examples.")
     x = x.astype("float32", copy=False)
     finite = np.isfinite(x)
     if not finite.all():
-        first = int(np.flatnonzero(~finite.all(axis=1))[0])
+        first = int(np.flatnonzero(~finite.reshape(len(x), -1).all(axis=1))[0])
         raise ValueError(
             f"`{name}` holds {int((~finite).sum())} NaN or infinite values (the first in example "
             f"{first}): clean or drop those examples before training."
@@ -213,9 +230,13 @@ def check_element_spec(dataset, input_dim, name="x"):
     x_spec, y_spec = spec[0], spec[1]
     if not hasattr(x_spec, "shape") or not (x_spec.dtype.is_floating or x_spec.dtype.is_integer):
         raise TypeError(f"The dataset `{name}` must yield numeric inputs; received {x_spec}.")
-    if x_spec.shape.rank is None or x_spec.shape[-1] != input_dim:
+    shape = example_shape(input_dim)
+    rank = x_spec.shape.rank
+    if rank is None or rank < len(shape) or tuple(x_spec.shape[rank - len(shape):]) != shape:
+        what = (f"width {shape[0]} (shape (..., {shape[0]}))" if len(shape) == 1
+                else f"shape (..., {', '.join(map(str, shape))})")
         raise ValueError(
-            f"The dataset `{name}` must yield inputs of width {input_dim} (shape (..., {input_dim})); "
+            f"The dataset `{name}` must yield inputs of {what}; "
             f"received inputs of shape {x_spec.shape}."
         )
     if not hasattr(y_spec, "dtype") or not (y_spec.dtype.is_floating or y_spec.dtype.is_integer):
@@ -274,7 +295,7 @@ class EpochPipeline:
             if y is not None:
                 raise ValueError("Pass labels inside the dataset, not as `y`, when `x` is a tf.data.Dataset.")
             check_element_spec(x, input_dim)
-            batched = is_batched(x, example_rank=1)
+            batched = is_batched(x, example_rank=len(example_shape(input_dim)))
             if batched and rebatch:
                 raise ValueError(
                     'mode="dynhp" needs an *unbatched* tf.data.Dataset: DynHP re-batches the '

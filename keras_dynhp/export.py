@@ -16,11 +16,14 @@ file is full-integer) is :mod:`keras_dynhp.litert`'s job; trainable files
 through :func:`convert_saved_model`.
 """
 
+import functools
+
 import keras
 import numpy as np
 
 from keras_dynhp._io import write_bytes
-from keras_dynhp.layers import FeatureSelect
+from keras_dynhp.layers import FeatureSelect, L0Dense
+from keras_dynhp.layers.select import narrower_flat_map
 from keras_dynhp.penalty import delivered_masks
 
 
@@ -116,6 +119,20 @@ def _gather_indices(layer):
     return int(width), out[0].astype("int32")
 
 
+def select_channels(channels, indices, name="feature_select"):
+    """A fixed gather of image channels made of a built-in layer: a 1x1 `Conv2D` with a 0/1 kernel.
+
+    Exact (each output is 1 * one input channel) and loadable without
+    keras_dynhp, like :func:`gather_inputs` for flat inputs.
+    """
+    conv = keras.layers.Conv2D(len(indices), 1, use_bias=False, name=name)
+    conv.build((None, None, None, int(channels)))
+    kernel = np.zeros((1, 1, int(channels), len(indices)), "float32")
+    kernel[0, 0, np.asarray(indices), np.arange(len(indices))] = 1.0
+    conv.set_weights([kernel])
+    return conv
+
+
 def strip(model, name=None, select_inputs=True):
     """Returns a plain Keras model without gates, with zero-gated units removed.
 
@@ -135,26 +152,50 @@ def strip(model, name=None, select_inputs=True):
     Returns:
         A functional `keras.Model`: the gather (if `select_inputs` and features
         were pruned) then each gated layer's plain equivalent
-        (`keras.layers.Dense` for L0Dense).
+        (`keras.layers.Dense` for L0Dense, `keras.layers.Conv2D` for L0Conv2D),
+        with the model's pooling and Flatten layers between them and, after a
+        Flatten whose features were partly pruned, a fixed gather of the kept ones.
 
     Raises:
         ValueError: If the model is not a trained DynHPModel.
     """
     _check_model(model)
-    layers = model.gated_layers
+    layers, links = model.gated_layers, model.links()
     keep = delivered_masks(layers)  # non-zero inference gates; never an empty layer
     indices = kept_inputs(model)
+    shape = tuple(model.input_shape_per_example)
+    image = len(shape) > 1
     if select_inputs:
-        inputs = keras.Input((model.input_dim,), name="pixels")
+        inputs = keras.Input(shape, name="pixels")
         x = inputs
         if len(indices) < model.input_dim:
-            x = gather_inputs(model.input_dim, indices, name="feature_select")(inputs)
+            x = (select_channels(model.input_dim, indices) if image
+                 else gather_inputs(model.input_dim, indices, name="feature_select"))(x)
     else:
-        inputs = keras.Input((len(indices),), name="selected_pixels")
+        inputs = keras.Input(shape[:-1] + (len(indices),), name="selected_pixels")
         x = inputs
     for i, layer in enumerate(layers):
-        keep_outputs = np.flatnonzero(keep[i + 1]) if i + 1 < len(layers) else None
-        x = layer.to_plain(np.flatnonzero(keep[i]), keep_outputs, name=f"dense_{i}")(x)
+        last = i + 1 == len(layers)
+        if last:
+            keep_outputs = None
+        elif links[i + 1] is None:
+            keep_outputs = np.flatnonzero(keep[i + 1])
+        else:  # after a Flatten: the channels some delivered feature reads
+            keep_outputs = np.unique(links[i + 1][keep[i + 1]])
+        kind = "dense" if isinstance(layer, L0Dense) else "conv"
+        x = layer.to_plain(np.flatnonzero(keep[i]), keep_outputs, name=f"{kind}_{i}")(x)
+        if last:
+            break
+        for connector in model.connectors[i]:
+            x = connector.__class__.from_config(connector.get_config())(x)
+        select = model.link_selects[i]
+        if select is not None:
+            channels = layer.output_units
+            flat = np.arange(select.input_dim) if select.indices is None else np.asarray(select.indices)
+            renumbered = narrower_flat_map(flat[keep[i + 1]], channels, keep_outputs)
+            width = select.input_dim // channels * len(keep_outputs)
+            if len(renumbered) < width:
+                x = gather_inputs(width, renumbered, name=f"feature_select_{i + 1}")(x)
     return keras.Model(inputs, x, name=name or f"{model.name}_compact")
 
 
@@ -265,6 +306,136 @@ def _inference_module(stack, batch_size):
     return Inference()
 
 
+_POOLS = {keras.layers.MaxPooling2D: "max_pool", keras.layers.AveragePooling2D: "avg_pool"}
+_GLOBAL_POOLS = {keras.layers.GlobalMaxPooling2D: "global_max_pool",
+                 keras.layers.GlobalAveragePooling2D: "global_avg_pool"}
+
+
+def layer_stack(model, select_inputs=True):
+    """Reads a compact network with convolutions as NumPy: a list of operations.
+
+    The LiteRT files of convolutional networks are built from this, as
+    :func:`dense_stack` builds those of dense ones (whatever backend trained
+    the model).
+
+    Args:
+        model: A trained :class:`~keras_dynhp.models.DynHPModel` (stripped with
+            :func:`strip` first) or a built Keras model of `Conv2D`, pooling,
+            `Flatten`, `Dropout`, `Dense` layers and fixed gathers (as
+            :func:`strip` makes them).
+        select_inputs: For a DynHPModel: keep the input gather (see :func:`strip`).
+
+    Returns:
+        A dict with `input_shape` (one example's), `ops` (tuples: `("conv",
+        kernel, bias, activation, strides, padding)`, `("max_pool" | "avg_pool",
+        size, strides, padding)`, `("global_max_pool" | "global_avg_pool",)`,
+        `("flatten",)`, `("gather", indices)`, `("dense", kernel, bias,
+        activation)`), `name` and `input_name`.
+
+    Raises:
+        ValueError: For layers or activations it cannot express.
+    """
+    from keras_dynhp.models import DynHPModel
+
+    check_exportable(model)
+    if isinstance(model, DynHPModel):
+        model = strip(model, select_inputs=select_inputs)
+    operations = []
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.InputLayer, keras.layers.Dropout)):
+            continue
+        gather = _gather_indices(layer)
+        if gather is not None:
+            operations.append(("gather", gather[1]))
+        elif isinstance(layer, FeatureSelect):
+            if layer.indices is not None:
+                operations.append(("gather", np.asarray(layer.indices, "int32")))
+        elif isinstance(layer, keras.layers.Conv2D) and type(layer) is keras.layers.Conv2D:
+            if layer.data_format != "channels_last" or tuple(layer.dilation_rate) != (1, 1) or layer.groups != 1:
+                raise ValueError(f"Conv2D '{layer.name}': only channels_last, undilated, ungrouped convolutions.")
+            kernel = keras.ops.convert_to_numpy(layer.kernel).astype("float32")
+            bias = keras.ops.convert_to_numpy(layer.bias).astype("float32") if layer.use_bias else None
+            operations.append(("conv", kernel, bias, _activation_name(layer), tuple(layer.strides),
+                               layer.padding))
+        elif type(layer) in _POOLS:
+            operations.append((_POOLS[type(layer)], tuple(layer.pool_size), tuple(layer.strides), layer.padding))
+        elif type(layer) in _GLOBAL_POOLS:
+            operations.append((_GLOBAL_POOLS[type(layer)],))
+        elif isinstance(layer, keras.layers.Flatten):
+            operations.append(("flatten",))
+        elif isinstance(layer, keras.layers.Dense):
+            kernel = keras.ops.convert_to_numpy(layer.kernel).astype("float32")
+            bias = keras.ops.convert_to_numpy(layer.bias).astype("float32") if layer.use_bias else None
+            operations.append(("dense", kernel, bias, _activation_name(layer)))
+        else:
+            raise ValueError(
+                f"LiteRT files are built from Conv2D, pooling, Flatten, Dense layers and fixed gathers; "
+                f"layer '{layer.name}' is a {type(layer).__name__}.")
+    if not any(op[0] in ("conv", "dense") for op in operations):
+        raise ValueError("The model has no Conv2D or Dense layer.")
+    inputs = getattr(model, "inputs", None)
+    input_name = inputs[0].name.split(":")[0] if inputs else "pixels"
+    return {"input_shape": tuple(int(d) for d in model.inputs[0].shape[1:]), "ops": operations,
+            "name": model.name, "input_name": input_name}
+
+
+def _ops_module(stack, batch_size):
+    """A `tf.Module` computing the operations of a :func:`layer_stack` from constants."""
+    import tensorflow as tf
+
+    activations = {"relu": tf.nn.relu, "tanh": tf.tanh, "sigmoid": tf.sigmoid, "softmax": tf.nn.softmax,
+                   "linear": lambda h: h}
+    steps = []
+    for op in stack["ops"]:
+        kind = op[0]
+        if kind == "conv":
+            _, kernel, bias, act, strides, padding = op
+            steps.append(functools.partial(
+                _conv_step, tf.constant(kernel), None if bias is None else tf.constant(bias),
+                activations[act], [1, *strides, 1], padding.upper()))
+        elif kind in ("max_pool", "avg_pool"):
+            _, size, strides, padding = op
+            pool = tf.nn.max_pool2d if kind == "max_pool" else tf.nn.avg_pool2d
+            steps.append(functools.partial(pool, ksize=list(size), strides=list(strides),
+                                           padding=padding.upper()))
+        elif kind in ("global_max_pool", "global_avg_pool"):
+            reduce = tf.reduce_max if kind == "global_max_pool" else tf.reduce_mean
+            steps.append(functools.partial(reduce, axis=[1, 2]))
+        elif kind == "flatten":
+            steps.append(lambda h: tf.reshape(h, [-1, int(np.prod(h.shape[1:]))]))
+        elif kind == "gather":
+            steps.append(functools.partial(tf.gather, indices=tf.constant(op[1], tf.int32), axis=-1))
+        else:
+            _, kernel, bias, act = op
+            steps.append(functools.partial(_dense_step, tf.constant(kernel),
+                                           None if bias is None else tf.constant(bias), activations[act]))
+    spec = tf.TensorSpec([batch_size, *stack["input_shape"]], tf.float32, name=stack["input_name"])
+
+    class Inference(tf.Module):
+        @tf.function(input_signature=[spec])
+        def serve(self, x):
+            h = x
+            for step in steps:
+                h = step(h)
+            return {"output_0": h}
+
+    return Inference()
+
+
+def _conv_step(kernel, bias, activation, strides, padding, h):
+    import tensorflow as tf
+
+    h = tf.nn.conv2d(h, kernel, strides=strides, padding=padding)
+    return activation(h if bias is None else tf.nn.bias_add(h, bias))
+
+
+def _dense_step(kernel, bias, activation, h):
+    import tensorflow as tf
+
+    h = tf.matmul(h, kernel)
+    return activation(h if bias is None else tf.nn.bias_add(h, bias))
+
+
 QUANTIZATIONS = (None, "dynamic", "float16", "int8")
 # Calibration examples used for full-integer quantization (a seeded subset).
 MAX_CALIBRATION_SAMPLES = 300
@@ -296,13 +467,14 @@ def check_exportable(model):
         )
 
 
-def _input_width(model):
+def _input_shape(model):
+    """The shape of one input example, or None if unknown."""
     from keras_dynhp.models import DynHPModel
 
     if isinstance(model, DynHPModel):
-        return model.input_dim
+        return tuple(model.input_shape_per_example)
     shape = model.inputs[0].shape if getattr(model, "inputs", None) else None
-    return None if shape is None else shape[-1]
+    return None if shape is None else tuple(shape[1:])
 
 
 def calibration_samples(x, n=MAX_CALIBRATION_SAMPLES, seed=0):
@@ -350,11 +522,12 @@ def convert_saved_model(save, path, configure=None):
     return path
 
 
-def _representative_dataset(representative_data, width):
+def _representative_dataset(representative_data, shape):
     data = np.asarray(representative_data)
-    if data.ndim != 2 or (width is not None and data.shape[1] != width) or len(data) == 0:
+    expected = "(n, " + ", ".join(map(str, shape or ("features",))) + ")"
+    if data.ndim < 2 or (shape is not None and tuple(data.shape[1:]) != tuple(shape)) or len(data) == 0:
         raise ValueError(
-            f"`representative_data` must be a non-empty array of model inputs of shape (n, {width}); "
+            f"`representative_data` must be a non-empty array of model inputs of shape {expected}; "
             f"received shape {data.shape}."
         )
     data = data.astype("float32", copy=False)
@@ -426,21 +599,24 @@ def export_tflite(model, path, quantization=None, representative_data=None, batc
                 'quantization="int8" needs `representative_data`: an array of typical model inputs '
                 "(e.g. a few hundred training images) to calibrate the int8 ranges."
             )
-        width = _input_width(model)
+        shape = _input_shape(model)
         if isinstance(model, DynHPModel) and not select_inputs:
             kept = kept_inputs(model)
             data = np.asarray(representative_data)
-            if data.ndim == 2 and data.shape[1] == model.input_dim:
-                representative_data = data[:, kept]
-            width = len(kept)
-        representative = _representative_dataset(representative_data, width)
+            if data.ndim == len(shape) + 1 and tuple(data.shape[1:]) == shape:
+                representative_data = data[..., kept]
+            shape = shape[:-1] + (len(kept),)
+        representative = _representative_dataset(representative_data, shape)
 
+    fixed_batch = None if batch_size is None else int(batch_size)
     try:
-        stack = dense_stack(model, select_inputs=select_inputs)
-    except ValueError:  # other layer types: Keras's own export (TensorFlow backend)
-        stack = None
-    if stack is not None:
-        module = _inference_module(stack, None if batch_size is None else int(batch_size))
+        module = _inference_module(dense_stack(model, select_inputs=select_inputs), fixed_batch)
+    except ValueError:
+        try:  # convolutions, pooling, Flatten
+            module = _ops_module(layer_stack(model, select_inputs=select_inputs), fixed_batch)
+        except ValueError:  # other layer types: Keras's own export (TensorFlow backend)
+            module = None
+    if module is not None:
 
         def save(directory):
             tf.saved_model.save(module, directory, signatures={"serving_default": module.serve})

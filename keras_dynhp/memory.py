@@ -174,13 +174,41 @@ def optimizer_slot_numbers(model):
     return _numbers(v for v in optimizer.variables if len(v.shape) > 0)
 
 
+def connector_numbers(model):
+    """Numbers one example keeps in the layers between gated layers (pooling outputs, gathers).
+
+    A pooling layer keeps its output for the next layer (and the backends their
+    own bookkeeping, not counted); Flatten is a reshape and keeps nothing.
+    """
+    import keras
+
+    total = 0
+    shape = (None,) + tuple(model.input_shape_per_example)
+    shape = shape[:-1] + (model.feature_select.output_dim,)
+    for i, layer in enumerate(model.gated_layers):
+        shape = tuple(layer.compute_output_shape(shape))
+        if i + 1 == len(model.gated_layers):
+            break
+        for connector in model.connectors[i]:
+            shape = tuple(connector.compute_output_shape(shape))
+            if not isinstance(connector, keras.layers.Flatten):
+                total += math.prod(int(d) for d in shape[1:])
+        select = model.link_selects[i]
+        if select is not None:
+            shape = (None, select.output_dim)
+            total += select.output_dim
+    return total
+
+
 def full_accounting(model, batch_size, measures_variance=False):
     """The full accounting of one training step of a DynHPModel, in bytes, term by term (eq. 14).
 
     Beside the paper's weights + input batch it counts what training holds:
     the gate parameters and counters, one gradient per trainable number, the
     optimizer's slots, and the activations one batch keeps for the backward
-    pass (an estimate from the step's graph, see `ACTIVATIONS_PER_INPUT`).
+    pass (an estimate from the step's graph: each gated layer's
+    `activation_numbers`, e.g. `ACTIVATIONS_PER_INPUT` for a dense layer, plus
+    the pooling outputs and gathers between them, :func:`connector_numbers`).
     Framework and runtime overhead is not a tensor of the model and is not in it:
     :func:`peak_rss_bytes` shows the process.
 
@@ -197,12 +225,8 @@ def full_accounting(model, batch_size, measures_variance=False):
     layers = model.gated_layers
     gate_numbers = _numbers(v for layer in layers for v in
                             (layer.log_alpha, layer.gate_active_count, layer.gate_observations))
-    per_example = 0
-    for layer in layers:
-        n_in, n_out = layer.gated_units, layer.output_units
-        per_example += ACTIVATIONS_PER_INPUT * n_in + ACTIVATIONS_PER_OUTPUT * n_out
-        if measures_variance:
-            per_example += VARIANCE_PER_INPUT * n_in + VARIANCE_PER_OUTPUT * n_out
+    per_example = sum(layer.activation_numbers(measures_variance) for layer in layers)
+    per_example += connector_numbers(model)
     terms = {
         "weights": network_bytes(model.count_params_stored()),
         "gates": BYTES_PER_NUMBER * gate_numbers,

@@ -1,4 +1,4 @@
-"""`DynHPModel`: a chain of gated layers trained with SP, HP or DynHP, and `build_mlp`.
+"""`DynHPModel`: a chain of gated layers trained with SP, HP or DynHP; `build_mlp`, `build_lenet5`.
 
 The model knows its structure (gated layers, pruning groups, stored
 parameters) and its train step (which measures the gradient variance for
@@ -16,9 +16,33 @@ from keras_dynhp import penalty as penalties
 from keras_dynhp.batch_size import FixedBatchSize
 from keras_dynhp.budget import ModelBudget
 from keras_dynhp.data import EpochPipeline, validation_inputs
-from keras_dynhp.layers import FeatureSelect, GatedLayer, L0Dense
+from keras_dynhp.layers import FeatureSelect, GatedLayer, L0Conv2D, L0Dense
+from keras_dynhp.layers.select import narrower_flat_map
 
 MODES = training.MODES
+
+#: Layers that may sit between two gated layers (`connectors`): they act on every
+#: channel alone and hold no weights, so removing a channel passes through them.
+CONNECTOR_LAYERS = (
+    keras.layers.MaxPooling2D, keras.layers.AveragePooling2D, keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalMaxPooling2D, keras.layers.Flatten, keras.layers.Dropout, keras.layers.Activation,
+    keras.layers.ReLU,
+)
+
+
+def _example_shape(input_dim, input_shape):
+    """The per-example input shape from `input_dim` (flat inputs) or `input_shape`."""
+    if input_shape is None:
+        if input_dim is None:
+            raise ValueError("DynHPModel needs `input_dim` (flat inputs) or `input_shape` (e.g. (28, 28, 1)).")
+        return (int(input_dim),)
+    shape = tuple(input_shape)
+    if not shape or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d <= 0 for d in shape):
+        raise ValueError(f"`input_shape` must be a tuple of positive integers; received {input_shape!r}.")
+    shape = tuple(int(d) for d in shape)
+    if input_dim is not None and int(input_dim) != shape[-1]:
+        raise ValueError(f"`input_dim` ({input_dim}) must be the last axis of `input_shape` {shape}.")
+    return shape
 
 @keras.saving.register_keras_serializable(package="keras_dynhp")
 class DynHPModel(backend.trainer(), keras.Model):
@@ -55,8 +79,8 @@ class DynHPModel(backend.trainer(), keras.Model):
         75
     """
 
-    def __init__(self, gated_layers, input_dim, input_indices=None, training_state=None, penalty=None,
-                 **kwargs):
+    def __init__(self, gated_layers, input_dim=None, input_indices=None, training_state=None, penalty=None,
+                 input_shape=None, connectors=None, link_indices=None, **kwargs):
         super().__init__(**kwargs)
         if not gated_layers:
             raise ValueError("`gated_layers` must contain at least one L0Dense layer.")
@@ -79,9 +103,17 @@ class DynHPModel(backend.trainer(), keras.Model):
         self.penalty = penalties.check_penalty(penalty)
         for layer in layers:
             layer.penalty = self.penalty
-        self.input_dim = int(input_dim)
+        self.input_shape_ = _example_shape(input_dim, input_shape)
+        self.input_dim = self.input_shape_[-1]
         self.feature_select = FeatureSelect(self.input_dim, input_indices, name="feature_select")
         self.gated_layers = layers
+        self._connectors = self._check_connectors(connectors, len(layers))
+        # After a Flatten, the next gated layer reads single features: a fixed gather keeps those
+        # still present (created in `build`, where the flattened width is known).
+        self._link_indices = list(link_indices) if link_indices is not None else [None] * (len(layers) - 1)
+        if len(self._link_indices) != len(layers) - 1:
+            raise ValueError(f"`link_indices` needs one entry per gap between gated layers ({len(layers) - 1}).")
+        self.link_selects = [None] * (len(layers) - 1)
         self._variance_every = None
         self._report_variance = False
         # Where training stands (saved with the model, so `fit(initial_epoch=...)` resumes it):
@@ -98,7 +130,7 @@ class DynHPModel(backend.trainer(), keras.Model):
         self.budget_step = self.add_weight(  # eta / K: the multiplier's step per training step
             name="budget_step", shape=(), initializer="zeros", trainable=False)
         self._budget = None
-        self.build((None, self.input_dim))
+        self.build((None,) + self.input_shape_)
 
     @property
     def metrics(self):
@@ -110,27 +142,75 @@ class DynHPModel(backend.trainer(), keras.Model):
         return metrics
 
     # ------------------------------------------------------------ structure
-    def build(self, input_shape):
-        if input_shape[-1] != self.input_dim:
+    @staticmethod
+    def _check_connectors(connectors, n_layers):
+        """One list of pass-through layers per gap between gated layers (deserialised, checked)."""
+        if connectors is None:
+            return [[] for _ in range(n_layers - 1)]
+        connectors = [list(c or []) for c in connectors]
+        if len(connectors) != n_layers - 1:
             raise ValueError(
-                f"DynHPModel expects inputs of width {self.input_dim}; received shape "
-                f"{tuple(input_shape)}."
+                f"`connectors` needs one list per gap between the {n_layers} gated layers "
+                f"({n_layers - 1}); received {len(connectors)}.")
+        checked = []
+        for gap in connectors:
+            layers = [keras.saving.deserialize_keras_object(c) if isinstance(c, dict) else c for c in gap]
+            for layer in layers:
+                if not isinstance(layer, CONNECTOR_LAYERS):
+                    names = ", ".join(cls.__name__ for cls in CONNECTOR_LAYERS)
+                    raise ValueError(
+                        f"Layer '{getattr(layer, 'name', layer)}' ({type(layer).__name__}) cannot sit between "
+                        f"gated layers: only weight-free layers that act on each channel alone can ({names}).")
+            checked.append(layers)
+        return checked
+
+    @property
+    def connectors(self):
+        """Per gap between gated layers, the pass-through layers (pooling, Flatten, ...) in it."""
+        return [list(gap) for gap in self._connectors]
+
+    def build(self, input_shape):
+        if tuple(input_shape[1:]) != self.input_shape_:
+            raise ValueError(
+                f"DynHPModel expects inputs of shape (batch, {', '.join(map(str, self.input_shape_))}); "
+                f"received shape {tuple(input_shape)}."
             )
         if not self.feature_select.built:
-            self.feature_select.build((None, self.input_dim))
-        shape = (None, self.feature_select.output_dim)
-        for layer in self.gated_layers:
+            self.feature_select.build((None,) + self.input_shape_)
+        shape = (None,) + self.input_shape_[:-1] + (self.feature_select.output_dim,)
+        for i, layer in enumerate(self.gated_layers):
             if not layer.built:
                 layer.build(shape)
-            shape = (None, layer.output_units)
+            shape = tuple(layer.compute_output_shape(shape))
+            if i + 1 == len(self.gated_layers):
+                break
+            produced = shape
+            for connector in self._connectors[i]:
+                try:
+                    if not connector.built:
+                        connector.build(shape)
+                    shape = tuple(connector.compute_output_shape(shape))
+                except ValueError as e:
+                    raise ValueError(
+                        f"Layer '{connector.name}' cannot take the output of gated layer '{layer.name}' "
+                        f"(shape {shape}): {e} The inputs may be too small for this network.") from None
+            if len(produced) > 2 and len(shape) == 2:  # flattened: the features of the channels
+                if self.link_selects[i] is None:
+                    self.link_selects[i] = FeatureSelect(int(shape[-1]), self._link_indices[i],
+                                                         name=f"feature_select_{i + 1}")
+                    self.link_selects[i].build(shape)
+                shape = (None, self.link_selects[i].output_dim)
         self.built = True
 
     def call(self, inputs, training=None, probes=None):
         """Forward pass; with `probes` (one zero tensor per gated layer's pre-activation,
         added to it) also returns each gated layer's gated inputs: `(outputs, gated)`."""
-        if len(inputs.shape) != 2 or (inputs.shape[-1] is not None and inputs.shape[-1] != self.input_dim):
+        expected = self.input_shape_
+        if tuple(inputs.shape[1:]) != expected and (
+                len(inputs.shape) != len(expected) + 1
+                or any(d is not None and d != e for d, e in zip(inputs.shape[1:], expected))):
             raise ValueError(
-                f"DynHPModel expects inputs of shape (batch, {self.input_dim}); received "
+                f"DynHPModel expects inputs of shape (batch, {', '.join(map(str, expected))}); received "
                 f"shape {tuple(inputs.shape)}."
             )
         x = self.feature_select(inputs)
@@ -141,8 +221,13 @@ class DynHPModel(backend.trainer(), keras.Model):
             else:
                 x, a = layer(x, training=training, probe=probes[i])
                 gated.append(a)
+            if i + 1 < len(self.gated_layers):
+                for connector in self._connectors[i]:
+                    x = connector(x, training=training)
+                if self.link_selects[i] is not None:
+                    x = self.link_selects[i](x)
         if self.penalty == "size":  # eq. 11 needs every layer's gates: added here, not per layer
-            self.add_loss(penalties.size_penalty(self.gated_layers))
+            self.add_loss(penalties.size_penalty(self.gated_layers, self.links()))
         if training and self._budget is not None:
             self.add_loss(self._budget_term())
         return x if probes is None else (x, gated)
@@ -150,7 +235,7 @@ class DynHPModel(backend.trainer(), keras.Model):
     def _budget_term(self):
         """mu * E[S] / M, and the dual-ascent step of mu (eq. 13); see :mod:`keras_dynhp.budget`."""
         max_bytes = self._budget
-        expected = memory.BYTES_PER_NUMBER * penalties.expected_params(self.gated_layers)
+        expected = memory.BYTES_PER_NUMBER * penalties.expected_params(self.gated_layers, self.links())
         mu = ops.convert_to_tensor(self.budget_multiplier)
         violation = ops.clip(ops.stop_gradient(expected) / self.budget_target_bytes - 1.0, -1.0, 1.0)
         self.budget_multiplier.assign(ops.maximum(mu + self.budget_step * violation, 0.0))
@@ -160,17 +245,74 @@ class DynHPModel(backend.trainer(), keras.Model):
         return (input_shape[0], self.gated_layers[-1].output_units)
 
     @property
+    def input_shape_per_example(self):
+        """The shape of one input example, e.g. `(784,)` or `(28, 28, 1)`."""
+        return self.input_shape_
+
+    @property
     def example_size(self):
-        """Input numbers per example (the memory accounting's batch term)."""
-        return self.input_dim
+        """Input numbers per example (the memory accounting's batch term): 784 for 28x28 images."""
+        return int(np.prod(self.input_shape_))
+
+    def links(self):
+        """Per gated layer, how its inputs read the previous layer's outputs (for the penalty and surgery).
+
+        None: input j is output j (dense to dense, or convolution to convolution
+        through pooling). After a Flatten: an int array, the channel each
+        current input feature comes from (Keras flattens channels last, so
+        feature f of the flattened map is channel f mod C). Entry 0 (the model's
+        inputs) is always None.
+        """
+        links = [None]
+        for i, select in enumerate(self.link_selects):
+            if select is None:
+                links.append(None)
+                continue
+            channels = self.gated_layers[i].output_units
+            flat = np.arange(select.input_dim) if select.indices is None else np.asarray(select.indices)
+            links.append((flat % channels).astype("int64"))
+        return links
+
+    def select_link_features(self, gap, kept):
+        """Keeps only the given ones of the features gated layer `gap + 1` reads after a Flatten.
+
+        Channels none of whose features is left are dropped from the flattened
+        map, so the gather's indices are renumbered for the narrower map.
+
+        Args:
+            gap: Index of the gap (the producer's index).
+            kept: Sorted indices into the features the consumer reads now.
+
+        Returns:
+            The kept channels of the producer (sorted indices into its outputs).
+        """
+        select = self.link_selects[gap]
+        channels = self.gated_layers[gap].output_units
+        flat = np.arange(select.input_dim) if select.indices is None else np.asarray(select.indices)
+        flat = flat[np.asarray(kept)]
+        kept_channels = np.unique(flat % channels)
+        renumbered = narrower_flat_map(flat, channels, kept_channels)
+        width = select.input_dim // channels * len(kept_channels)
+        select.input_dim = int(width)
+        select.set_indices(renumbered.tolist())
+        return kept_channels
 
     def units(self):
         """Gated input units per layer (the actual, physical sizes)."""
         return [layer.gated_units for layer in self.gated_layers]
 
     def architecture(self):
-        """Layer widths from input to output, e.g. [784, 300, 100, 10]."""
+        """Layer widths from input to output, e.g. [784, 300, 100, 10] (gated input units, then classes)."""
         return self.units() + [self.gated_layers[-1].output_units]
+
+    def layer_widths(self):
+        """Per gated layer, `(input units, output units)`: a convolution's channels, a dense layer's units.
+
+        Example: LeNet-5-Caffe gives `[(1, 20), (20, 50), (800, 500), (500, 10)]`;
+        the Louizos et al. notation 20-50-800-500 lists each convolution's
+        outputs and each dense layer's inputs.
+        """
+        return [(layer.gated_units, layer.output_units) for layer in self.gated_layers]
 
     def pruning_groups(self):
         """The groups hard pruning works on (see :mod:`keras_dynhp.surgery`)."""
@@ -240,17 +382,17 @@ class DynHPModel(backend.trainer(), keras.Model):
         """Total expected-L0 penalty (float): the layers' terms, plus eq. 11 with `penalty="size"`."""
         total = sum(float(ops.convert_to_numpy(layer.l0_penalty())) for layer in self.gated_layers)
         if self.penalty == "size":
-            total += float(ops.convert_to_numpy(penalties.size_penalty(self.gated_layers)))
+            total += float(ops.convert_to_numpy(penalties.size_penalty(self.gated_layers, self.links())))
         return total
 
     def expected_bytes(self):
         """Expected network bytes under the gates' distribution, 4 * E[params] (eq. 11)."""
         return memory.BYTES_PER_NUMBER * float(ops.convert_to_numpy(
-            penalties.expected_params(self.gated_layers)))
+            penalties.expected_params(self.gated_layers, self.links())))
 
     def delivered_bytes(self):
         """Network bytes of the compact model `strip` would make now (units with a non-zero gate)."""
-        return memory.network_bytes(penalties.delivered_params(self.gated_layers))
+        return memory.network_bytes(penalties.delivered_params(self.gated_layers, self.links()))
 
     def expected_active_units(self):
         """sum_j P(z_j > 0) per gated layer."""
@@ -279,6 +421,11 @@ class DynHPModel(backend.trainer(), keras.Model):
             "training_state": dict(self.training_state),
             "penalty": self.penalty,
         }
+        if self.input_shape_ != (self.input_dim,) or any(self._connectors):  # a convolutional network
+            config["input_shape"] = list(self.input_shape_)
+            config["connectors"] = [[keras.saving.serialize_keras_object(c) for c in gap]
+                                    for gap in self._connectors]
+            config["link_indices"] = [None if s is None else s.indices for s in self.link_selects]
         return config
 
     @classmethod
@@ -460,7 +607,8 @@ class DynHPModel(backend.trainer(), keras.Model):
         pruning, batch_policy = training.resolve_policies(
             mode, batch_size, gamma, min_units, prune_start_epoch, alpha_bs, memory_budget,
             initial_batch_size, variance_every, pruning, batch_policy, accounting)
-        if pruning is not None and pruning.min_units > min(self.units()):
+        gated_units = [layer.gated_units for layer in self.gated_layers if layer.gate_inputs]
+        if pruning is not None and gated_units and pruning.min_units > min(gated_units):
             raise ValueError(
                 f"`min_units`={pruning.min_units} is larger than a gated layer of this model (units "
                 f"{self.units()}): no layer can drop below min_units, so lower it.")
@@ -472,14 +620,14 @@ class DynHPModel(backend.trainer(), keras.Model):
         verbose = 1 if verbose == "auto" else int(verbose)
 
         num_classes = self.gated_layers[-1].output_units if self._sparse_labels() else None
-        pipeline = EpochPipeline(x, y, self.input_dim, rebatch=mode == "dynhp", shuffle=shuffle, seed=seed,
+        pipeline = EpochPipeline(x, y, self.input_shape_, rebatch=mode == "dynhp", shuffle=shuffle, seed=seed,
                                  num_classes=num_classes)
         if pipeline.n is not None and batch_policy.batch_size > pipeline.n:
             raise ValueError(
                 f"The first batch ({batch_policy.batch_size}) is larger than the {pipeline.n} training "
                 "examples: lower the batch size (`batch_size` or `initial_batch_size`).")
         self._set_dataset_size(pipeline.n)
-        validation = validation_inputs(validation_data, self.input_dim, validation_batch_size, num_classes)
+        validation = validation_inputs(validation_data, self.input_shape_, validation_batch_size, num_classes)
         step_by_step = self._fit_data_parallel(batch_policy, pipeline, validation)
         self._configure_train_step(batch_policy.variance_every if batch_policy.measures_variance else None)
         try:
@@ -499,8 +647,8 @@ class DynHPModel(backend.trainer(), keras.Model):
             detail = lines[-1][:300] if lines else type(e).__name__
             raise ValueError(
                 f"A training or validation batch could not be used ({detail}). Check that the labels "
-                f"are class ids in [0, {classes}) and the inputs finite numbers of width "
-                f"{self.input_dim}.") from None
+                f"are class ids in [0, {classes}) and the inputs finite numbers of shape "
+                f"{_shape_text(self.input_shape_)}.") from None
         finally:
             self.set_deterministic_training(False)  # the budget's recovery epochs end with the fit
             if self._report_variance:  # evaluate / predict report the loss and compiled metrics only
@@ -551,7 +699,7 @@ class DynHPModel(backend.trainer(), keras.Model):
         if budget is not None:
             if isinstance(min_units, bool) or not isinstance(min_units, (int, np.integer)) or min_units < 1:
                 raise ValueError(f"`min_units` must be an integer >= 1; received min_units={min_units!r}.")
-            budget.check_feasible(self.gated_layers, min_units)
+            budget.check_feasible(self.gated_layers, min_units, self.links())
             state = self.training_state if resuming else {}
             if budget.deadline is None and state.get("budget_deadline") is not None:
                 budget.deadline = int(state["budget_deadline"])
@@ -589,6 +737,11 @@ class DynHPModel(backend.trainer(), keras.Model):
                 self.train_function = None
 
 
+def _shape_text(shape):
+    """`(784,)` as "(n, 784)", `(28, 28, 1)` as "(n, 28, 28, 1)"."""
+    return "(n, " + ", ".join(str(d) for d in shape) + ")"
+
+
 def _split_off_validation(x, y, fraction):
     """Keras's `validation_split`: the last `fraction` of the arrays, before any shuffling."""
     if not isinstance(x, np.ndarray) or y is None:
@@ -600,6 +753,12 @@ def _split_off_validation(x, y, fraction):
         raise ValueError(f"`validation_split`={fraction} leaves no training or no validation example of {n}.")
     y = np.asarray(y)
     return x[:split], y[:split], (x[split:], y[split:])
+
+
+def _compile_classifier(model, optimizer, learning_rate):
+    """Compiles with `optimizer` (default Adam) and sparse categorical cross-entropy with accuracy."""
+    model.compile(optimizer=optimizer or keras.optimizers.Adam(learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
 
 def build_mlp(
@@ -681,11 +840,94 @@ def build_mlp(
         )
     model = DynHPModel(layers, input_dim=input_dim, penalty=penalty, name=name)
     if compile:
-        model.compile(
-            optimizer=optimizer or keras.optimizers.Adam(learning_rate),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
+        _compile_classifier(model, optimizer, learning_rate)
+    return model
+
+
+def build_lenet5(
+    input_shape=(28, 28, 1),
+    num_classes=10,
+    filters=(20, 50),
+    dense_units=500,
+    kernel_size=5,
+    l0_lambda=0.01,
+    droprate_init=0.5,
+    temperature=2.0 / 3.0,
+    weight_decay=0.0,
+    per_example_gates=True,
+    learning_rate=1e-3,
+    optimizer=None,
+    compile=True,
+    seed=None,
+    penalty="louizos",
+    name="dynhp_lenet5",
+):
+    """Builds (and compiles) LeNet-5-Caffe (20-50-800-500, Louizos et al. 2018) of gated layers.
+
+    `L0Conv2D(20, 5)` -> max-pool 2 -> `L0Conv2D(50, 5)` -> max-pool 2 -> Flatten
+    -> `L0Dense(500)` -> `L0Dense(num_classes, softmax)`, ReLU inside. Gates sit
+    on the second convolution's input channels (the first one's outputs), on
+    the 800 flattened features (a channel of the second convolution goes when
+    all its 16 features go) and on the 500 hidden units; the first
+    convolution's image channels carry none (`gate_inputs=False`).
+
+    Args:
+        input_shape: Shape of one image, channels last.
+        num_classes: Number of classes.
+        filters: Output channels of the two convolutions.
+        dense_units: Width of the hidden dense layer.
+        kernel_size: Size of the square convolution kernels.
+        l0_lambda: L0 strength, a float or one value per gated layer (4).
+        droprate_init: Initial drop rate of the gates.
+        temperature: Concrete temperature.
+        weight_decay: L2 strength (gated, Louizos et al.).
+        per_example_gates: Sample gates per example (paper) or per batch.
+        learning_rate: Adam learning rate when `optimizer` is None.
+        optimizer: Optimizer to compile with (default Adam).
+        compile: Compile with sparse categorical cross-entropy and accuracy.
+        seed: Seed of initialisers and gate noise.
+        penalty: "louizos" or "size" (:mod:`keras_dynhp.penalty`).
+        name: Model name.
+
+    Returns:
+        A :class:`DynHPModel`.
+
+    Example:
+        >>> model = build_lenet5()
+        >>> model.layer_widths(), model.count_params_stored()
+        ([(1, 20), (20, 50), (800, 500), (500, 10)], 431080)
+    """
+    filters = list(filters)
+    if len(filters) != 2:
+        raise ValueError(f"`filters` needs the two convolutions' output channels; received {filters!r}.")
+    lambdas = list(l0_lambda) if isinstance(l0_lambda, (list, tuple)) else [l0_lambda] * 4
+    if len(lambdas) != 4:
+        raise ValueError(f"`l0_lambda` needs one value per gated layer (4); received {len(lambdas)}.")
+    common = dict(droprate_init=droprate_init, temperature=temperature, weight_decay=weight_decay,
+                  per_example_gates=per_example_gates)
+
+    def init(i):
+        return keras.initializers.GlorotUniform(seed=None if seed is None else seed + i)
+
+    def noise(i):
+        return None if seed is None else seed + 100 + i
+
+    layers = [
+        L0Conv2D(filters[0], kernel_size, activation="relu", l0_lambda=lambdas[0], gate_inputs=False,
+                 kernel_initializer=init(0), seed=noise(0), name="l0_conv_0", **common),
+        L0Conv2D(filters[1], kernel_size, activation="relu", l0_lambda=lambdas[1],
+                 kernel_initializer=init(1), seed=noise(1), name="l0_conv_1", **common),
+        L0Dense(dense_units, activation="relu", l0_lambda=lambdas[2], kernel_initializer=init(2),
+                seed=noise(2), name="l0_dense_2", **common),
+        L0Dense(num_classes, activation="softmax", l0_lambda=lambdas[3], kernel_initializer=init(3),
+                seed=noise(3), name="l0_dense_3", **common),
+    ]
+    connectors = [[keras.layers.MaxPooling2D(2, name="pool_0")],
+                  [keras.layers.MaxPooling2D(2, name="pool_1"), keras.layers.Flatten(name="flatten")],
+                  []]
+    model = DynHPModel(layers, input_shape=input_shape, connectors=connectors, penalty=penalty, name=name)
+    if compile:
+        _compile_classifier(model, optimizer, learning_rate)
     return model
 
 

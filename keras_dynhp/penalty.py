@@ -23,8 +23,14 @@ gated). P_j = P(z_j > 0) (eq. 4) and E[k_l] = sum_j P_j.
   lambda), which is what pruning it frees.
 
 Each layer type gives its own `params_for(inputs, outputs)` (a dense kernel is
-inputs * outputs; a convolution would multiply by its kernel area); this module
-chains them. It also computes what a model would *deliver* (the units that
+inputs * outputs; a convolution multiplies by its kernel area); this module
+chains them. Between a convolution and a dense layer after `Flatten`, the dense
+layer's gates sit on single features (H * W per channel) and the channel is
+stored while any of its features is::
+
+      E[channels] = sum_c (1 - prod_{j in c} (1 - P_j))                       # eq. 11, across Flatten
+
+(:func:`expected_counts`; the "links" of :func:`unit_counts`). It also computes what a model would *deliver* (the units that
 `keras_dynhp.export.strip` keeps: present and with a non-zero inference gate),
 used by the model-size budget (:mod:`keras_dynhp.budget`).
 """
@@ -43,8 +49,54 @@ def check_penalty(penalty):
     return penalty
 
 
+def owners_of(links, i):
+    """The link into gated layer `i` (None: identity, its input j is the producer's output j)."""
+    return None if links is None else links[i]
+
+
+def unit_counts(layers, masks, links=None):
+    """Input and output units per layer of the chain that keeps the `masks` units.
+
+    Args:
+        layers: The gated layers, in order.
+        masks: Per layer, a boolean mask over its current input units.
+        links: Per layer, None (its input unit j is the previous layer's output
+            unit j) or an int array: `links[i][j]` is the previous layer's
+            output unit (channel) that input j of layer i comes from (a dense
+            layer after `Flatten` reads each channel at H * W positions).
+
+    Returns:
+        `(inputs, outputs)`: lists of ints. A producer keeps the output units
+        some kept input of its consumer reads; the last layer all its outputs.
+    """
+    inputs = [int(np.sum(m)) for m in masks]
+    return inputs, _outputs(layers, inputs, links, lambda i, owners: int(
+        np.unique(np.asarray(owners)[np.asarray(masks[i], bool)]).size))
+
+
+def _outputs(layers, inputs, links, across):
+    """Output units per layer: the next layer's inputs, `across(i, owners)` after a Flatten, or the classes."""
+    outputs = []
+    for i, layer in enumerate(layers):
+        if i + 1 == len(layers):
+            outputs.append(layer.output_units)
+        elif owners_of(links, i + 1) is None:
+            outputs.append(inputs[i + 1])
+        else:
+            outputs.append(across(i + 1, links[i + 1]))
+    return outputs
+
+
+def network_params(layers, inputs, outputs):
+    """sum_l params_l(inputs[l], outputs[l]) (numbers or tensors)."""
+    total = 0.0
+    for layer, n_in, n_out in zip(layers, inputs, outputs):
+        total = total + layer.params_for(n_in, n_out)
+    return total
+
+
 def chain_params(layers, counts):
-    """Weights + biases of a chain whose gated layers keep `counts` input units.
+    """Weights + biases of a chain of identity links whose gated layers keep `counts` input units.
 
     Args:
         layers: The gated layers, in order.
@@ -55,14 +107,45 @@ def chain_params(layers, counts):
         sum_l params_l(counts[l], counts[l + 1]), the last layer's outputs being
         its `output_units`.
     """
-    total = 0.0
+    outputs = list(counts[1:]) + [layers[-1].output_units]
+    return network_params(layers, counts, outputs)
+
+
+def masks_params(layers, masks, links=None):
+    """Weights + biases of the chain that keeps the `masks` units (see :func:`unit_counts`)."""
+    return network_params(layers, *unit_counts(layers, masks, links))
+
+
+def expected_counts(layers, links=None):
+    """E[input units] and E[output units] per layer under the gates' distribution (tensors).
+
+    Across an identity link the producer's expected outputs are its
+    consumer's E[k] = sum_j P_j. Across a link of several inputs per output
+    unit (a channel read at H * W positions after `Flatten`), the channel is
+    stored while any of its inputs is on: with independent gates,
+    E[channels] = sum_c (1 - prod_{j in c} (1 - P_j)).
+    """
+    probs = [layer.gate_probability() for layer in layers]
+    inputs = [ops.sum(p) for p in probs]
+    outputs = []
     for i, layer in enumerate(layers):
-        outputs = counts[i + 1] if i + 1 < len(layers) else layer.output_units
-        total = total + layer.params_for(counts[i], outputs)
-    return total
+        if i + 1 == len(layers):
+            outputs.append(layer.output_units)
+            continue
+        owners = owners_of(links, i + 1)
+        if owners is None:
+            outputs.append(inputs[i + 1])
+            continue
+        owners = np.asarray(owners)
+        one_hot = np.zeros((owners.size, layer.output_units), "float32")
+        one_hot[np.arange(owners.size), owners] = 1.0
+        log_off = ops.log(ops.maximum(1.0 - probs[i + 1], 1e-12))  # log P(input j off)
+        all_off = ops.exp(ops.matmul(log_off[None, :], one_hot))[0]  # prod over each channel
+        outputs.append(ops.sum(1.0 - all_off))
+    return inputs, outputs
 
 
-def expected_params(layers):
+def expected_params(layers, links=None):
     """E[stored weights and biases] under the gates' distribution (a tensor; eq. 11).
 
     Example:
@@ -72,22 +155,21 @@ def expected_params(layers):
         >>> bool(0 < float(expected_params([a, b])) < 4 * 3 + 3 + 3 * 2 + 2)
         True
     """
-    return chain_params(layers, [layer.expected_active_units() for layer in layers])
+    return network_params(layers, *expected_counts(layers, links))
 
 
-def size_penalty(layers):
+def size_penalty(layers, links=None):
     """R_size = sum_l lambda_l * E[params_l] / N_l (eq. 11), a tensor.
 
     Each layer's `l0_lambda` weights its own expected parameters, so a per-layer
     lambda means the same as with the Louizos weighting; N is each layer's
-    `dataset_size` (1 if unset).
+    `dataset_size` (1 if unset). `links`: see :func:`unit_counts`.
     """
-    expected = [layer.expected_active_units() for layer in layers]
+    inputs, outputs = expected_counts(layers, links)
     total = 0.0
-    for i, layer in enumerate(layers):
-        outputs = expected[i + 1] if i + 1 < len(layers) else layer.output_units
+    for layer, n_in, n_out in zip(layers, inputs, outputs):
         weight = layer.l0_lambda / float(layer.dataset_size or 1)
-        total = total + weight * layer.params_for(expected[i], outputs)
+        total = total + weight * layer.params_for(n_in, n_out)
     return total
 
 
@@ -106,17 +188,80 @@ def delivered_masks(layers):
     return masks
 
 
-def delivered_params(layers):
+def delivered_params(layers, links=None):
     """Weights + biases of the compact model the layers would deliver now."""
-    return int(chain_params(layers, [int(m.sum()) for m in delivered_masks(layers)]))
+    return int(masks_params(layers, delivered_masks(layers), links))
 
 
-def smallest_params(layers, min_units):
-    """Weights + biases of the chain with `min_units` units per gated layer (or fewer, if it has fewer)."""
-    return int(chain_params(layers, [min(int(min_units), layer.gated_units) for layer in layers]))
+def smallest_params(layers, min_units, links=None):
+    """Weights + biases of the chain with `min_units` units per gated layer (or fewer, if it has fewer).
+
+    Across a link of several inputs per channel the fewest channels that hold
+    them are counted.
+    """
+    inputs = [min(int(min_units), layer.gated_units) if layer.gate_inputs else layer.gated_units
+              for layer in layers]
+    outputs = _outputs(layers, inputs, links, lambda i, owners: max(
+        1, -(-inputs[i] // int(np.bincount(np.asarray(owners)).max()))))
+    return int(network_params(layers, inputs, outputs))
 
 
-def select_units(layers, scores, max_params, min_units=1, keep=None):
+class ChainSize:
+    """The size of a chain under keep masks, updated unit by unit (for the greedy selections).
+
+    Args:
+        layers: The gated layers.
+        masks: Boolean masks per layer (copied).
+        links: See :func:`unit_counts`.
+    """
+
+    def __init__(self, layers, masks, links=None):
+        self.layers = layers
+        self.masks = [np.array(m, bool) for m in masks]
+        self.links = [owners_of(links, i) for i in range(len(layers))]
+        self.inputs = [int(m.sum()) for m in self.masks]
+        # Per link, how many kept inputs read each producer unit.
+        self.readers = [None if o is None else np.bincount(np.asarray(o)[self.masks[i]],
+                                                           minlength=layers[i - 1].output_units)
+                        for i, o in enumerate(self.links)]
+
+    def outputs(self):
+        out = []
+        for i, layer in enumerate(self.layers):
+            if i + 1 == len(self.layers):
+                out.append(layer.output_units)
+            elif self.readers[i + 1] is None:
+                out.append(self.inputs[i + 1])
+            else:
+                out.append(int((self.readers[i + 1] > 0).sum()))
+        return out
+
+    def params(self):
+        return network_params(self.layers, self.inputs, self.outputs())
+
+    def set(self, i, j, on):
+        """Keeps (`on`) or drops unit j of layer i."""
+        if bool(self.masks[i][j]) == bool(on):
+            return
+        self.masks[i][j] = bool(on)
+        step = 1 if on else -1
+        self.inputs[i] += step
+        if self.readers[i] is not None:
+            self.readers[i][self.links[i][j]] += step
+
+    def freed_by_one(self, i):
+        """What dropping one kept unit of layer i frees now (the tie-break of the selection)."""
+        kept = np.flatnonzero(self.masks[i])
+        if not len(kept):
+            return 0.0
+        before = self.params()
+        self.set(i, kept[0], False)
+        after = self.params()
+        self.set(i, kept[0], True)
+        return before - after
+
+
+def select_units(layers, scores, max_params, min_units=1, keep=None, links=None):
     """Units to keep so that the chain holds at most `max_params` weights and biases.
 
     The lowest-scored units go first, all layers together (ties: the unit whose
@@ -129,6 +274,7 @@ def select_units(layers, scores, max_params, min_units=1, keep=None):
         max_params: The size to reach.
         min_units: No layer drops below this many units.
         keep: Per layer, the units still candidates (boolean masks; default all).
+        links: See :func:`unit_counts`.
 
     Returns:
         Boolean masks, one per layer (a subset of `keep`).
@@ -138,25 +284,18 @@ def select_units(layers, scores, max_params, min_units=1, keep=None):
     """
     keep = [np.ones(len(s), bool) if keep is None else np.array(keep[i], bool)
             for i, s in enumerate(scores)]
-    counts = [int(k.sum()) for k in keep]
-    size = chain_params(layers, counts)
-    if size <= max_params:
+    size = ChainSize(layers, keep, links)
+    if size.params() <= max_params:
         return keep
-    freed = []
-    for i in range(len(layers)):  # what one unit of layer i frees now (the tie-break)
-        trial = list(counts)
-        trial[i] -= 1
-        freed.append(size - chain_params(layers, trial))
+    freed = [size.freed_by_one(i) for i in range(len(layers))]
     order = sorted((float(scores[i][j]), -freed[i], i, int(j))
                    for i, k in enumerate(keep) for j in np.flatnonzero(k))
     for _, _, i, j in order:
-        if counts[i] <= min_units:
+        if size.inputs[i] <= min_units or not layers[i].gate_inputs:
             continue
-        keep[i][j] = False
-        counts[i] -= 1
-        size = chain_params(layers, counts)
-        if size <= max_params:
-            return keep
+        size.set(i, j, False)
+        if size.params() <= max_params:
+            return size.masks
     raise ValueError(
         f"Cannot bring the network down to {int(max_params):,} weights and biases with at "
         f"least {min_units} unit(s) per gated layer.")

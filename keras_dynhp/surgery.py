@@ -5,6 +5,12 @@ producer's outputs and a consumer's gated inputs. The consumer's gates decide
 (:class:`~keras_dynhp.pruning.HardPruning`, eq. 6-7); the consumer loses those
 inputs, the producer those outputs, and where the producer is the model input
 the model's :class:`~keras_dynhp.layers.FeatureSelect` drops the features.
+Pooling between two convolutions passes a channel through unchanged. Across a
+`Flatten` a convolution's channel becomes H * W features of the dense layer
+after it, each with its own gate: the dense layer loses the pruned features'
+kernel rows, the gather after the Flatten (`DynHPModel.link_selects`) drops
+them, and the convolution loses a channel (its filter and bias) once none of
+its features is left.
 
 Each gated layer owns its slicing (:meth:`~keras_dynhp.layers.GatedLayer.pruned`
 builds a smaller copy; :meth:`~keras_dynhp.layers.GatedLayer.prunable_weights`
@@ -161,7 +167,8 @@ def remove_units(model, keep):
     start = time.perf_counter()
     layers = list(model.gated_layers)
     before = [layer.gated_units for layer in layers]
-    keep_in, keep_out, keep_features = {}, {}, None
+    links = model.links()
+    keep_in, keep_out, keep_features, keep_links = {}, {}, None, {}
     for group in model.pruning_groups():
         mask = keep[group.consumer]
         if mask is None:
@@ -177,8 +184,13 @@ def remove_units(model, keep):
         keep_in[group.consumer] = kept
         if group.producer is None:
             keep_features = kept
-        else:
+        elif links[group.consumer] is None:
             keep_out[group.producer] = kept
+        else:  # after a Flatten: the producer keeps the channels some kept feature reads
+            keep_links[group.producer] = kept
+            channels = np.unique(links[group.consumer][kept])
+            if len(channels) < layers[group.producer].output_units:
+                keep_out[group.producer] = channels
     changed = bool(keep_in)
     if changed:
         old_optimizer = getattr(model, "optimizer", None)
@@ -195,14 +207,21 @@ def remove_units(model, keep):
                 replaced[id(old_var)] = (new_var, slicer)
             new_layers.append(new)
         old_features = model.feature_select.indices
+        old_links = [None if s is None else (s.input_dim, s.indices) for s in model.link_selects]
         try:  # all or nothing: an error or Ctrl-C in here leaves the model as it was
             if keep_features is not None:
                 model.select_features(keep_features)
+            for gap, kept in keep_links.items():
+                model.select_link_features(gap, kept)
             model.replace_gated_layers(new_layers)
             if old_optimizer is not None and getattr(old_optimizer, "built", False):
                 carry_optimizer_state(model, old_optimizer, replaced)
         except BaseException:
             model.feature_select.set_indices(old_features)
+            for select, old in zip(model.link_selects, old_links):
+                if select is not None:
+                    select.input_dim = old[0]
+                    select.set_indices(old[1])
             model.replace_gated_layers(layers)
             model.optimizer = old_optimizer
             model.invalidate_functions()

@@ -304,7 +304,8 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
             limit = None
             if budget is not None and not budget.enforced_after(epoch):  # no overshoot below T_e
                 limit = functools.partial(budgets.limit_pruning, model.gated_layers,
-                                          min_params=budget.target_bytes(epoch) / memory.BYTES_PER_NUMBER)
+                                          min_params=budget.target_bytes(epoch) / memory.BYTES_PER_NUMBER,
+                                          links=model.links())
             report = surgery.prune_model(model, policy=pruning, limit=limit)
             _warn_about(report, epoch, pruning.min_units)
         if budget is not None:  # step 2 of keras_dynhp.budget: fit the epoch's target T_e

@@ -53,3 +53,30 @@ def keras_accuracy(model, x, y):
 
 def cross_entropy(probs, y):
     return float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)).mean())
+
+
+@pytest.fixture(scope="session")
+def mnist_images():
+    """3,000 training and 1,000 test images of the real MNIST, shaped (n, 28, 28, 1)."""
+    from keras_dynhp.experiments import datasets
+
+    try:
+        (x, y), (xt, yt) = datasets.load_data("mnist", flatten=False)
+    except datasets.DataNotFoundError as e:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"MNIST is missing on CI: {e}")
+        pytest.skip(f"MNIST not available: {e}")
+    idx = np.random.default_rng(0).permutation(len(x))[:3000]
+    return (x[idx], y[idx]), (xt[:1000], yt[:1000])
+
+
+@pytest.fixture(scope="session")
+def trained_cnn(mnist_images):
+    """A small gated LeNet-5 (8-16 channels, 64 hidden), 3 HP epochs on real MNIST down to 40 KB (about 10 s)."""
+    import keras_dynhp
+
+    (x, y), _ = mnist_images
+    model = keras_dynhp.build_lenet5(filters=(8, 16), dense_units=64, seed=0, penalty="size",
+                                     l0_lambda=0.05, droprate_init=0.3)
+    model.fit(x, y, epochs=3, batch_size=64, mode="hp", verbose=0, seed=0, model_budget="40KB")
+    return model

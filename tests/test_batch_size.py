@@ -86,3 +86,51 @@ def test_multiple_of_rounds_the_candidate_up_and_the_cap_down():
     assert bs.next_batch_size(28, 100.0, 1.0, 0.5, budget, 1000, 10, multiple_of=4) == 28  # never shrinks
     policy = bs.DynamicBatchSize(0.5, budget, 16, multiple_of=4)
     assert bs.DynamicBatchSize.from_config(policy.get_config()).multiple_of == 4
+
+
+def _conv_per_example_gradients(x, e, kernel_size, strides, padding):
+    """Brute force: each example's kernel and bias gradient, by explicit loops over positions."""
+    kh, kw = kernel_size
+    b, h, w, c = x.shape
+    out_h, out_w, f = e.shape[1:]
+    if padding == "same":  # Keras / TensorFlow "same": the extra row and column go at the end
+        pad_h = max((out_h - 1) * strides + kh - h, 0)
+        pad_w = max((out_w - 1) * strides + kw - w, 0)
+        x = np.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
+    grads = np.zeros((b, kh, kw, c, f))
+    for i in range(b):
+        for oh in range(out_h):
+            for ow in range(out_w):
+                patch = x[i, oh * strides: oh * strides + kh, ow * strides: ow * strides + kw, :]
+                grads[i] += patch[..., None] * e[i, oh, ow][None, None, None, :]
+    return grads.reshape(b, -1), e.sum(axis=(1, 2))
+
+
+@pytest.mark.parametrize("shape,kernel,filters,strides,padding", [
+    ((5, 9, 9, 2), 3, 3, 1, "valid"),   # K * F = 54 <= 2 P^2: per-example gradients
+    ((4, 5, 5, 8), 3, 10, 2, "same"),   # K * F = 720 > 2 P^2 = 162: Gram matrices
+])
+def test_conv_variance_matches_brute_force_per_example_gradients(shape, kernel, filters, strides, padding):
+    from keras_dynhp.layers import L0Conv2D
+
+    rng = np.random.default_rng(0)
+    layer = L0Conv2D(filters, kernel, strides=strides, padding=padding, gate_inputs=False)
+    layer.build((None,) + shape[1:])
+    x = rng.normal(size=shape).astype("float32")
+    out_shape = layer.preactivation_shape
+    e = rng.normal(size=(shape[0],) + tuple(out_shape)).astype("float32")  # d l_i / d h_i
+    batch = shape[0]
+    g_w, g_b = _conv_per_example_gradients(x.astype("float64"), e.astype("float64"), (kernel, kernel),
+                                           strides, padding)
+    expected = g_w.var(axis=0).sum() + g_b.var(axis=0).sum()  # denominator B, as eq. 8's S
+    got = float(layer.variance_l1(x, e / batch, batch))  # d of the *mean* loss is e / B
+    assert got == pytest.approx(expected, rel=1e-4)
+
+
+def test_conv_variance_with_one_position_is_the_dense_formula():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(6, 1, 7)).astype("float32")
+    d = rng.normal(size=(6, 1, 4)).astype("float32")
+    conv = float(bs.conv_variance_l1(a, d, 6))
+    dense = float(bs.dense_variance_l1(a[:, 0], d[:, 0], 6))
+    assert conv == pytest.approx(dense, rel=1e-5)

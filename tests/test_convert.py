@@ -68,8 +68,10 @@ def test_an_uncompiled_softmax_model_gets_the_default_compile():
     (lambda: keras.Sequential([keras.layers.Dense(3)]), "Build the model"),
     (lambda: keras.Sequential([keras.Input((4, 4)), keras.layers.Flatten(), keras.layers.Dense(3)]),
      "shape \\(batch, features\\)"),
-    (lambda: keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dropout(0.5),
-                               keras.layers.Dense(2)]), "Dropout\\) has no gated form"),
+    (lambda: keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.BatchNormalization(),
+                               keras.layers.Dense(2)]), "BatchNormalization\\) has no gated form"),
+    (lambda: keras.Sequential([keras.Input((8, 8, 1)), keras.layers.MaxPooling2D(), keras.layers.Conv2D(2, 3),
+                               keras.layers.Flatten(), keras.layers.Dense(2)]), "comes before the first"),
     (lambda: "not a model", "takes a Keras model"),
 ])
 def test_unsupported_models_are_clear_errors(build, message):
@@ -91,3 +93,30 @@ def test_regularizers_that_are_not_carried_warn():
         2, activation="softmax", kernel_regularizer="l2")])
     with pytest.warns(UserWarning, match="kernel_regularizer"):
         keras_dynhp.prune(model)
+
+
+def _keras_cnn():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([
+        keras.Input((12, 12, 1)), keras.layers.Conv2D(4, 3, activation="relu"), keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(6, 3, activation="relu", padding="same"), keras.layers.MaxPooling2D(),
+        keras.layers.Flatten(), keras.layers.Dropout(0.2), keras.layers.Dense(8, activation="relu"),
+        keras.layers.Dense(3, activation="softmax")])
+
+
+def test_prune_a_keras_cnn_predicts_like_it_trains_and_strips_to_conv2d():
+    base = _keras_cnn()
+    base.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model = keras_dynhp.prune(base, droprate_init=0.01, seed=0)
+    assert model.layer_widths() == [(1, 4), (4, 6), (24, 8), (8, 3)]
+    assert not model.gated_layers[0].gate_inputs  # image channels are never gated
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 12, 12, 1)).astype("float32")
+    y = rng.integers(0, 3, 64)
+    np.testing.assert_allclose(model.predict(x, verbose=0), base.predict(x, verbose=0), atol=1e-5)
+    model.fit(x, y, epochs=2, batch_size=16, mode="hp", verbose=0)
+    compact = keras_dynhp.strip(model)
+    kinds = [type(layer).__name__ for layer in compact.layers]
+    assert kinds[:6] == ["InputLayer", "Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Flatten"]
+    assert kinds[-2:] == ["Dense", "Dense"]
+    np.testing.assert_allclose(compact.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)

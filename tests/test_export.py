@@ -203,3 +203,40 @@ def test_strip_without_pruned_inputs_has_no_gather(fashion_subset):
     plain = export.strip(model)
     assert [type(layer) for layer in plain.layers] == [keras.layers.InputLayer, keras.layers.Dense,
                                                         keras.layers.Dense]
+
+
+def test_cnn_strips_to_plain_keras_and_loads_without_keras_dynhp(trained_cnn, mnist_images, tmp_path):
+    _, (xt, _) = mnist_images
+    compact = export.strip(trained_cnn)
+    widths = trained_cnn.layer_widths()
+    assert widths[2][0] < widths[1][1] * 16  # single flattened features pruned: a gather after Flatten
+    assert "feature_select_2" in [layer.name for layer in compact.layers]
+    kinds = {type(layer).__name__ for layer in compact.layers}
+    assert kinds <= {"InputLayer", "Conv2D", "MaxPooling2D", "Flatten", "Functional", "Dense"}
+    assert compact.count_params() == trained_cnn.delivered_bytes() // 4
+    np.testing.assert_allclose(compact.predict(xt[:200], verbose=0), trained_cnn.predict(xt[:200], verbose=0),
+                               atol=1e-5)
+    path = tmp_path / "cnn.keras"
+    compact.save(path)
+    import subprocess
+    import sys
+    code = ("import keras, numpy as np, sys; m = keras.saving.load_model(sys.argv[1]); "
+            "print(m.count_params(), 'keras_dynhp' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-2:] == [str(compact.count_params()), "False"]
+
+
+def test_cnn_litert_float_and_int8_match_keras(trained_cnn, mnist_images, tmp_path):
+    (x, _), (xt, yt) = mnist_images
+    float_path = export.export_tflite(trained_cnn, str(tmp_path / "cnn.tflite"))
+    assert "CONV_2D" in litert.op_names(float_path) and "MAX_POOL_2D" in litert.op_names(float_path)
+    keras_probs = trained_cnn.predict(xt, verbose=0)
+    np.testing.assert_allclose(litert.predict_tflite(float_path, xt[:100], batch_size=50), keras_probs[:100],
+                               atol=1e-4)
+    int8_path = export.export_tflite(trained_cnn, str(tmp_path / "cnn_int8.tflite"), quantization="int8",
+                                     representative_data=x)
+    assert not litert.non_integer_tensors(int8_path)
+    keras_acc = float((keras_probs.argmax(1) == yt).mean())
+    int8_acc = float((litert.predict_tflite(int8_path, xt, batch_size=100).argmax(1) == yt).mean())
+    assert keras_acc > 0.8  # it learned (3 epochs on 3,000 images, heavily pruned)
+    assert abs(int8_acc - keras_acc) <= 0.01

@@ -129,9 +129,10 @@ def test_feature_select():
 def test_registry_maps_plain_to_gated_layers():
     registry = L.registered_gated_layers()
     assert registry[keras.layers.Dense] is L0Dense
+    assert registry[keras.layers.Conv2D] is L.L0Conv2D
     with pytest.raises(TypeError, match="GatedLayer"):
-        L.register_gated_layer(keras.layers.Conv2D)(keras.layers.Layer)
-    assert keras.layers.Conv2D not in L.registered_gated_layers()
+        L.register_gated_layer(keras.layers.Conv3D)(keras.layers.Layer)
+    assert keras.layers.Conv3D not in L.registered_gated_layers()
 
 
 def test_pruned_copy_slices_owned_weights_and_keeps_the_noise_state():

@@ -129,3 +129,22 @@ def test_the_full_accounting_is_never_silently_ignored():
     history = model.fit(x, y, epochs=1, mode="dynhp", verbose=0,
                         batch_policy=DynamicBatchSize(0.98, "1MiB", accounting="full"), accounting="full")
     assert history.history["budget_headroom_bytes"][0] == 2**20 - history.history["full_bytes"][0]
+
+
+def test_full_accounting_of_a_cnn_counts_its_maps_pooling_and_gather():
+    import keras_dynhp
+
+    model = keras_dynhp.build_lenet5(input_shape=(20, 20, 1), filters=(4, 6), dense_units=12, num_classes=5)
+    terms = memory.full_accounting(model, 10)
+    # Per example: conv 0 (no input gates still counts a and a*z): 2*20*20*1 + 1 + 16*16*4;
+    # pool 0: 8*8*4; conv 1: 2*8*8*4 + 4 + 4*4*6; pool 1: 2*2*6; the gather after Flatten: 24;
+    # dense 2: 3*24 + 12; dense 3: 3*12 + 5.
+    per_example = (2 * 400 + 1 + 256 * 4) + 64 * 4 + (2 * 64 * 4 + 4 + 16 * 6) + 24 + 24 + (3 * 24 + 12) + (3 * 12 + 5)
+    assert terms["activations"] == 4 * 10 * per_example
+    assert terms["input_batch"] == 4 * 10 * 400
+    assert terms["weights"] == 4 * model.count_params_stored()
+    with_variance = memory.full_accounting(model, 10, measures_variance=True)["activations"]
+    conv0 = 256 * 25 + min(25 * 4, 2 * 256 * 256)   # patches + per-example kernel gradients
+    conv1 = 16 * 100 + min(100 * 6, 2 * 16 * 16)     # patches + Gram matrices
+    dense = (24 + 12) + (12 + 5)
+    assert with_variance - terms["activations"] == 4 * 10 * (conv0 + conv1 + dense)

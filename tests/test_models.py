@@ -1,5 +1,7 @@
 """DynHPModel: structure, inputs of every kind, argument errors, the L0 penalty's N."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -200,3 +202,57 @@ def test_summary_explains_stored_and_gate_parameters():
     assert "Stored weights and biases: 266,610" in text and "log_alpha (1,184)" in text
     gates = 784 + 300 + 100
     assert model.count_params() == 266_610 + 2 * gates + 3 + 3  # + observation counters, budget scalars
+
+
+def test_build_lenet5_is_lenet5_caffe_and_round_trips(tmp_path):
+    model = keras_dynhp.build_lenet5(seed=0)
+    assert model.layer_widths() == [(1, 20), (20, 50), (800, 500), (500, 10)]
+    assert model.count_params_stored() == 520 + 25_050 + 400_500 + 5_010
+    assert model.example_size == 784
+    x = np.random.default_rng(0).random((4, 28, 28, 1)).astype("float32")
+    path = tmp_path / "lenet5.keras"
+    model.save(path)
+    loaded = keras_dynhp.load_model(path)
+
+    def normal(config):  # tuples come back from JSON as lists
+        return json.loads(json.dumps(config))
+
+    assert normal(loaded.get_config()) == normal(model.get_config())
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_cnn_inputs_of_the_wrong_shape_are_clear_errors():
+    model = keras_dynhp.build_lenet5(input_shape=(20, 20, 1), filters=(2, 3), dense_units=4)
+    y = np.zeros(8, "int64")
+    with pytest.raises(ValueError, match=r"shape \(n, 20, 20, 1\).*reshape\(-1, 20, 20, 1\)"):
+        model.fit(np.zeros((8, 400), "float32"), y, verbose=0)
+    with pytest.raises(ValueError, match="cannot sit between gated layers"):
+        keras_dynhp.DynHPModel([L0Dense(3), L0Dense(2)], input_dim=4, connectors=[[keras.layers.Dense(3)]])
+    with pytest.raises(ValueError, match="pool_1.*too small"):
+        keras_dynhp.build_lenet5(input_shape=(14, 14, 1))
+    with pytest.raises(ValueError, match="one list per gap"):
+        keras_dynhp.DynHPModel([L0Dense(3), L0Dense(2)], input_dim=4, connectors=[[], []])
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="brute force with tf.GradientTape")
+def test_cnn_dynhp_step_measures_the_per_example_gradient_variance_of_every_layer():
+    """||S||_1 of one DynHP step of a CNN (deterministic gates) against one gradient per example."""
+    model = keras_dynhp.build_lenet5(input_shape=(16, 16, 1), filters=(3, 4), dense_units=6, num_classes=3,
+                                     seed=0, compile=False)
+    model.compile(keras.optimizers.SGD(0.0), "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 16, 16, 1)).astype("float32")
+    y = rng.integers(0, 3, 8)
+    model.set_deterministic_training(True)
+    weights = [v for layer in model.gated_layers for v in (layer.kernel, layer.bias)]
+    loss = keras.losses.SparseCategoricalCrossentropy()
+    per_example = []
+    for i in range(len(x)):
+        with tf.GradientTape() as tape:
+            li = loss(y[i:i + 1], model(x[i:i + 1], training=True))
+        per_example.append(np.concatenate([g.numpy().ravel() for g in tape.gradient(li, weights)]))
+    expected = np.var(np.stack(per_example), axis=0).sum()
+    history = model.fit(x, y, epochs=1, mode="dynhp", memory_budget="10MiB", initial_batch_size=8, verbose=0,
+                        shuffle=False)
+    model.set_deterministic_training(False)
+    assert history.history["grad_var_l1"][0] == pytest.approx(expected, rel=1e-3)

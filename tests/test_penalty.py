@@ -146,3 +146,43 @@ def test_select_units_stays_within_the_candidates_and_reports_impossible_sizes()
     assert smallest == 1 + 1 + 1 + 1 + 2 + 2
     with pytest.raises(ValueError, match="Cannot bring"):
         penalty.select_units(layers, scores, smallest - 1)
+
+
+def _conv_then_dense(seed=0):
+    """A 2-filter convolution whose 1 x 3 map is flattened into 6 gated features of a dense layer."""
+    from keras_dynhp.layers import L0Conv2D
+
+    rng = np.random.default_rng(seed)
+    conv = L0Conv2D(2, 1, gate_inputs=False)
+    conv.build((None, 1, 3, 1))
+    dense = L0Dense(2)
+    dense.build((None, 6))
+    dense.log_alpha.assign(rng.normal(0.0, 1.5, 6).astype("float32"))
+    return [conv, dense], [None, np.arange(6) % 2]  # Keras flattens channels last
+
+
+def test_expected_params_across_flatten_match_brute_force_enumeration():
+    layers, links = _conv_then_dense()
+    p = _probabilities(layers)[1]
+    total = 0.0
+    for states in itertools.product([0, 1], repeat=6):
+        states = np.asarray(states)
+        weight = np.prod(np.where(states == 1, p, 1.0 - p))
+        channels = len(set(links[1][states == 1]))  # a filter is stored while any feature reads it
+        total += weight * ((1 * channels + channels) + (int(states.sum()) * 2 + 2))
+    got = float(ops.convert_to_numpy(penalty.expected_params(layers, links)))
+    assert got == pytest.approx(total, rel=1e-5)
+
+
+def test_counts_and_selection_across_flatten_drop_a_channel_with_its_last_feature():
+    layers, links = _conv_then_dense(seed=1)
+    keep = [np.ones(1, bool), np.array([1, 1, 0, 1, 0, 1], bool)]
+    assert penalty.unit_counts(layers, keep, links) == ([1, 4], [2, 2])
+    keep[1] = np.array([1, 0, 1, 0, 0, 0], bool)  # channel 1 has no feature left
+    assert penalty.unit_counts(layers, keep, links) == ([1, 2], [1, 2])
+    assert penalty.masks_params(layers, keep, links) == (1 + 1) + (2 * 2 + 2)
+    scores = [np.ones(1), np.array([0.9, 0.1, 0.8, 0.2, 0.7, 0.3])]
+    chosen = penalty.select_units(layers, scores, max_params=2 + 3 * 2 + 2, links=links)
+    assert chosen[1].tolist() == [True, False, True, False, True, False]  # channel 1 went whole
+    assert chosen[0].tolist() == [True]  # ungated image channel never selected away
+    assert penalty.smallest_params(layers, 1, links) == (1 + 1) + (1 * 2 + 2)

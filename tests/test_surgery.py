@@ -161,3 +161,62 @@ def test_remove_units_takes_explicit_masks_and_rejects_empty_ones():
     with pytest.raises(ValueError, match="non-empty selection"):
         surgery.remove_units(model, [np.ones(3, bool), None, None])
     assert model.architecture() == [10, 5, 8, 4]
+
+
+def _cnn(seed=0):
+    model = keras_dynhp.build_lenet5(input_shape=(20, 20, 1), filters=(4, 6), dense_units=12, num_classes=5,
+                                     seed=seed, penalty="size")
+    return model
+
+
+def test_cnn_surgery_is_exact_across_pooling_and_flatten_and_slices_the_optimizer():
+    """Hand-set zero gates on conv channels, on flattened features (one channel's all four) and
+    hidden units: the pruned CNN predicts exactly as before, and every matrix shrank."""
+    model = _cnn()
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 20, 20, 1)).astype("float32")
+    y = rng.integers(0, 5, 40)
+    model.fit(x, y, epochs=1, batch_size=20, verbose=0)  # builds Adam's moments
+    conv1, dense2, dense3 = model.gated_layers[1:]
+    closed = LOG_ALPHA_RANGE[0]  # deterministic gate exactly 0
+    owners = model.links()[2]
+    assert dense2.gated_units == 6 * 2 * 2 and list(owners[:6]) == list(range(6))
+    masks = [None]
+    for layer, off in ((conv1, [1]), (dense2, list(np.flatnonzero(owners == 3)) + [0, 7]), (dense3, [2, 7])):
+        la = np.asarray(layer.log_alpha).copy()
+        la[off] = closed
+        layer.log_alpha.assign(la)
+        keep = np.ones(layer.gated_units, bool)
+        keep[off] = False
+        masks.append(keep)
+    before = model.predict(x, verbose=0)
+    slots = {v.path: np.asarray(v) for v in model.optimizer.variables}
+    report = surgery.remove_units(model, masks)
+    assert report["units_after"] == [1, 3, 18, 10]
+    assert model.layer_widths() == [(1, 3), (3, 5), (18, 10), (10, 5)]
+    assert tuple(model.gated_layers[1].kernel.shape) == (5, 5, 3, 5)  # conv 1 lost input 1, filter 3
+    np.testing.assert_allclose(model.predict(x, verbose=0), before, atol=1e-5)
+    # Adam's moments of conv 1's kernel: input channel 1 and output channel 3 removed, not reset.
+    moment = next(k for k in slots if "l0_conv_1" in k and "kernel" in k and "momentum" in k)
+    new = next(np.asarray(v) for v in model.optimizer.variables if v.path == moment)
+    np.testing.assert_array_equal(new, np.delete(np.delete(slots[moment], 1, axis=2), 3, axis=3))
+    # The gather after Flatten reads the narrower map: 5 channels x 4 positions, 18 kept.
+    select = model.link_selects[1]
+    assert select.input_dim == 20 and len(select.indices) == 18
+    model.fit(x, y, epochs=2, initial_epoch=1, batch_size=20, verbose=0, mode="hp")  # trains on
+
+
+def test_cnn_saves_and_loads_after_surgery(tmp_path):
+    model = _cnn(seed=1)
+    rng = np.random.default_rng(1)
+    x = rng.random((30, 20, 20, 1)).astype("float32")
+    y = rng.integers(0, 5, 30)
+    model.fit(x, y, epochs=1, batch_size=10, verbose=0)
+    keep = [None, np.array([1, 1, 0, 1], bool), np.arange(24) % 6 != 2, None]
+    surgery.remove_units(model, keep)
+    path = tmp_path / "cnn.keras"
+    model.save(path)
+    loaded = keras_dynhp.load_model(path)
+    assert loaded.layer_widths() == model.layer_widths() == [(1, 3), (3, 5), (20, 12), (12, 5)]
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    loaded.fit(x, y, epochs=2, initial_epoch=1, batch_size=10, verbose=0, mode="hp")

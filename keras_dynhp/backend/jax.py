@@ -20,7 +20,8 @@ class VarianceTrainStep:
         trainable, non_trainable, optimizer_vars, metrics_vars = state
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         batch = x.shape[0]
-        probes = [jnp.zeros((batch, layer.output_units), "float32") for layer in self.gated_layers]
+        probes = [jnp.zeros((batch,) + tuple(layer.preactivation_shape), "float32")
+                  for layer in self.gated_layers]
 
         def loss_fn(trainable, probes):
             (y_pred, gated), new_non_trainable, losses = self.stateless_call(

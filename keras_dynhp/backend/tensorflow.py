@@ -19,7 +19,8 @@ class VarianceTrainStep:
             return super().train_step(data)
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         batch = ops.shape(x)[0]
-        probes = [tf.zeros((batch, layer.output_units)) for layer in self.gated_layers]
+        probes = [tf.zeros(tf.concat([[batch], list(layer.preactivation_shape)], 0))
+                  for layer in self.gated_layers]
         with tf.GradientTape() as tape:
             tape.watch(probes)
             y_pred, gated = self(x, training=True, probes=probes)

@@ -3,6 +3,7 @@
 Modules: :mod:`~keras_dynhp.layers.gates` (eq. 3-5),
 :mod:`~keras_dynhp.layers.base` (the interface every gated layer type implements,
 and the registry), :mod:`~keras_dynhp.layers.dense` (:class:`L0Dense`),
+:mod:`~keras_dynhp.layers.conv` (:class:`L0Conv2D`),
 :mod:`~keras_dynhp.layers.select` (:class:`FeatureSelect`).
 """
 
@@ -12,6 +13,7 @@ from keras_dynhp.layers.base import (
     registered_gated_layers,
     slice_array,
 )
+from keras_dynhp.layers.conv import L0Conv2D
 from keras_dynhp.layers.dense import L0Dense
 from keras_dynhp.layers.gates import (
     DEFAULT_TEMPERATURE,
@@ -36,6 +38,7 @@ __all__ = [
     "ClipLogAlpha",
     "FeatureSelect",
     "GatedLayer",
+    "L0Conv2D",
     "L0Dense",
     "deterministic_gate",
     "gate_probability",

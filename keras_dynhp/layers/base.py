@@ -103,10 +103,58 @@ class GatedLayer:
     temperature = gates.DEFAULT_TEMPERATURE
     per_example_gates = True
     collect_gate_stats = True
+    #: False: the layer's input units carry no gates (they are always on and never
+    #: pruned), e.g. a first convolution's image channels. The gate variables still
+    #: exist (non-trainable, so every layer has the same variables), but gates read 1.
+    gate_inputs = True
     #: Train with the deterministic (inference) gates instead of sampled ones, and
     #: count no gate statistics: the model-size budget's recovery epochs set it
     #: (:mod:`keras_dynhp.budget`); not part of the layer's config.
     deterministic_training = False
+
+    # ------------------------------------------------------------- options
+    def set_gate_options(self, droprate_init, temperature, l0_lambda, weight_decay, penalty, dataset_size,
+                         per_example_gates, collect_gate_stats, seed, gate_inputs=True):
+        """Checks and sets the gate and penalty arguments every layer type takes (its `__init__` calls it).
+
+        Raises:
+            ValueError: For an argument out of range, named in the message.
+        """
+        from keras_dynhp.penalty import check_penalty
+
+        if not (0.0 < float(droprate_init) < 1.0):
+            raise ValueError(
+                f"`droprate_init` must be in the open interval (0, 1); received droprate_init={droprate_init!r}.")
+        if not float(temperature) > 0.0:
+            raise ValueError(f"`temperature` must be > 0; received temperature={temperature!r}.")
+        if not float(l0_lambda) >= 0.0:
+            raise ValueError(f"`l0_lambda` must be >= 0; received l0_lambda={l0_lambda!r}.")
+        if not float(weight_decay) >= 0.0:
+            raise ValueError(f"`weight_decay` must be >= 0; received weight_decay={weight_decay!r}.")
+        self.penalty = check_penalty(penalty)
+        self.dataset_size = None if dataset_size is None else check_positive_int("dataset_size", dataset_size)
+        self.droprate_init = float(droprate_init)
+        self.temperature = float(temperature)
+        self.l0_lambda = float(l0_lambda)
+        self.weight_decay = float(weight_decay)
+        self.per_example_gates = bool(per_example_gates)
+        self.collect_gate_stats = bool(collect_gate_stats)
+        self.gate_inputs = bool(gate_inputs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def gate_config(self):
+        """The config entries of :meth:`set_gate_options` but `seed` and `gate_inputs` (each type adds its own)."""
+        return {
+            "droprate_init": self.droprate_init,
+            "temperature": self.temperature,
+            "l0_lambda": self.l0_lambda,
+            "weight_decay": self.weight_decay,
+            "penalty": self.penalty,
+            "dataset_size": self.dataset_size,
+            "per_example_gates": self.per_example_gates,
+            "collect_gate_stats": self.collect_gate_stats,
+        }
 
     # ------------------------------------------------------------- gates
     def add_gates(self, n_gates, droprate_init, seed=None):
@@ -117,6 +165,7 @@ class GatedLayer:
             shape=(n_gates,),
             initializer=keras.initializers.RandomNormal(mean=mean, stddev=1e-2, seed=seed),
             constraint=gates.ClipLogAlpha(),
+            trainable=self.gate_inputs,
         )
         self.gate_active_count = self.add_weight(
             name="gate_active_count", shape=(n_gates,), initializer="zeros", trainable=False
@@ -138,7 +187,7 @@ class GatedLayer:
 
     def record_gate_activity(self, z):
         """Adds the non-zero observations of sampled gates `z` to the counters (eq. 6)."""
-        if not self.collect_gate_stats:
+        if not self.collect_gate_stats or not self.gate_inputs:
             return
         active = ops.cast(z > 0.0, "float32")
         if self.per_example_gates:
@@ -149,11 +198,15 @@ class GatedLayer:
             self.gate_observations.assign_add(1.0)
 
     def gate_probability(self):
-        """P(z_j > 0) for each input unit (eq. 4)."""
+        """P(z_j > 0) for each input unit (eq. 4); ones without input gates."""
+        if not self.gate_inputs:
+            return ops.ones(self.log_alpha.shape)
         return gates.gate_probability(self.log_alpha, self.temperature)
 
     def inference_gates(self):
-        """The deterministic gates used at inference."""
+        """The deterministic gates used at inference; ones without input gates."""
+        if not self.gate_inputs:
+            return ops.ones(self.log_alpha.shape)
         return gates.deterministic_gate(self.log_alpha)
 
     def expected_active_units(self):
@@ -167,7 +220,7 @@ class GatedLayer:
             NumPy array with one rate per gated unit, or None if nothing was observed.
         """
         n = float(ops.convert_to_numpy(self.gate_observations))
-        if n <= 0:
+        if n <= 0 or not self.gate_inputs:
             return None
         return ops.convert_to_numpy(self.gate_active_count) / n
 
@@ -211,6 +264,25 @@ class GatedLayer:
     def build_shape(self, n_inputs):
         """The input shape to build a copy with `n_inputs` input units."""
         raise NotImplementedError
+
+    @property
+    def preactivation_shape(self):
+        """Shape of one example's pre-activation (what DynHP's probe is added to), e.g. `(units,)`."""
+        raise NotImplementedError
+
+    def activation_numbers(self, measures_variance=False):
+        """Numbers one example keeps in this layer for the backward pass (the full accounting, eq. 14).
+
+        Default (a dense layer): its input a, the gate z and a*z (n_in each) and
+        the pre-activation h (n_out); the variance measurement adds a*a and d*d.
+        """
+        from keras_dynhp import memory
+
+        n_in, n_out = self.gated_units, self.output_units
+        numbers = memory.ACTIVATIONS_PER_INPUT * n_in + memory.ACTIVATIONS_PER_OUTPUT * n_out
+        if measures_variance:
+            numbers += memory.VARIANCE_PER_INPUT * n_in + memory.VARIANCE_PER_OUTPUT * n_out
+        return numbers
 
     def num_params(self):
         """Weights + biases stored by this layer (gate parameters excluded)."""

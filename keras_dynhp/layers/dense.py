@@ -12,7 +12,6 @@ from keras import ops
 
 from keras_dynhp.layers.base import GatedLayer, check_positive_int, register_gated_layer, slice_array
 from keras_dynhp.layers.gates import DEFAULT_TEMPERATURE
-from keras_dynhp.penalty import check_penalty
 
 
 @register_gated_layer(keras.layers.Dense)
@@ -83,35 +82,12 @@ class L0Dense(GatedLayer, keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         self.units = check_positive_int("units", units)
-        if not (0.0 < float(droprate_init) < 1.0):
-            raise ValueError(
-                f"`droprate_init` must be in the open interval (0, 1); "
-                f"received droprate_init={droprate_init!r}."
-            )
-        if not float(temperature) > 0.0:
-            raise ValueError(f"`temperature` must be > 0; received temperature={temperature!r}.")
-        if not float(l0_lambda) >= 0.0:
-            raise ValueError(f"`l0_lambda` must be >= 0; received l0_lambda={l0_lambda!r}.")
-        if not float(weight_decay) >= 0.0:
-            raise ValueError(
-                f"`weight_decay` must be >= 0; received weight_decay={weight_decay!r}."
-            )
-        self.penalty = check_penalty(penalty)
-        if dataset_size is not None:
-            dataset_size = check_positive_int("dataset_size", dataset_size)
+        self.set_gate_options(droprate_init, temperature, l0_lambda, weight_decay, penalty, dataset_size,
+                              per_example_gates, collect_gate_stats, seed)
         self.activation = keras.activations.get(activation)
         self.use_bias = bool(use_bias)
-        self.droprate_init = float(droprate_init)
-        self.temperature = float(temperature)
-        self.l0_lambda = float(l0_lambda)
-        self.weight_decay = float(weight_decay)
-        self.dataset_size = dataset_size
-        self.per_example_gates = bool(per_example_gates)
-        self.collect_gate_stats = bool(collect_gate_stats)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = False
 
     # ------------------------------------------------------------------ build
@@ -205,6 +181,10 @@ class L0Dense(GatedLayer, keras.layers.Layer):
     def output_units(self):
         return self.units
 
+    @property
+    def preactivation_shape(self):
+        return (self.units,)
+
     def num_params(self):
         """Weights + biases stored by this layer (gate parameters excluded)."""
         return int(self.params_for(self.input_dim, self.units))
@@ -286,14 +266,7 @@ class L0Dense(GatedLayer, keras.layers.Layer):
                 "units": self.units,
                 "activation": keras.activations.serialize(self.activation),
                 "use_bias": self.use_bias,
-                "droprate_init": self.droprate_init,
-                "temperature": self.temperature,
-                "l0_lambda": self.l0_lambda,
-                "weight_decay": self.weight_decay,
-                "penalty": self.penalty,
-                "dataset_size": self.dataset_size,
-                "per_example_gates": self.per_example_gates,
-                "collect_gate_stats": self.collect_gate_stats,
+                **self.gate_config(),
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
                 "bias_initializer": keras.initializers.serialize(self.bias_initializer),
                 "seed": self.seed,

@@ -11,6 +11,30 @@ from keras import ops
 from keras_dynhp.layers.base import check_positive_int
 
 
+def narrower_flat_map(flat, channels, kept_channels):
+    """Positions in a flattened channels-last map renumbered for a map of fewer channels.
+
+    Keras flattens `(H, W, C)` as `f = p * C + c` (p the pixel, c the channel).
+    When only `kept_channels` of the C remain, the map is `P * len(kept_channels)`
+    wide and the feature of pixel p, channel c sits at `p * len(kept) + rank(c)`.
+
+    Args:
+        flat: Positions `p * C + c` to keep (sorted); their channels must be in `kept_channels`.
+        channels: C.
+        kept_channels: Sorted channel indices that remain.
+
+    Returns:
+        The renumbered positions (sorted, as the order is kept).
+
+    Example:
+        >>> narrower_flat_map([0, 2, 5], channels=3, kept_channels=[0, 2]).tolist()
+        [0, 1, 3]
+    """
+    positions, channel = np.divmod(np.asarray(flat, dtype="int64"), int(channels))
+    kept_channels = np.asarray(kept_channels)
+    return positions * len(kept_channels) + np.searchsorted(kept_channels, channel)
+
+
 @keras.saving.register_keras_serializable(package="keras_dynhp")
 class FeatureSelect(keras.layers.Layer):
     """Selects a fixed subset of input features (a gather along the last axis).
