@@ -93,3 +93,24 @@ def test_training_on_arrays_on_jax_never_imports_tensorflow():
                           timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_image_inputs_are_checked_against_their_shape():
+    from keras_dynhp.data import EpochPipeline, check_element_spec, check_inputs
+
+    images = np.zeros((4, 6, 6, 1), "float32")
+    assert check_inputs(images, (6, 6, 1)).shape == (4, 6, 6, 1)
+    with pytest.raises(ValueError, match=r"shape \(n, 6, 6, 1\).*reshape\(-1, 6, 6, 1\)"):
+        check_inputs(images.reshape(4, 36), (6, 6, 1))
+    bad = images.copy()
+    bad[2, 3, 1, 0] = np.nan
+    with pytest.raises(ValueError, match="first in example 2"):
+        check_inputs(bad, (6, 6, 1))
+    dataset = tf.data.Dataset.from_tensor_slices((images, np.zeros(4, "int64")))
+    check_element_spec(dataset, (6, 6, 1))
+    with pytest.raises(ValueError, match=r"shape \(\.\.\., 5, 5, 1\)"):
+        check_element_spec(dataset, (5, 5, 1))
+    pipeline = EpochPipeline(dataset, None, (6, 6, 1), rebatch=True)  # unbatched: DynHP may re-batch it
+    assert pipeline.n == 4
+    with pytest.raises(ValueError, match="unbatched"):
+        EpochPipeline(dataset.batch(2), None, (6, 6, 1), rebatch=True)
