@@ -558,7 +558,9 @@ class DynHPModel(backend.trainer(), keras.Model):
             `l0_penalty`, `expected_active_<l>` and `units_<l>` (gated input units
             of layer l), `pruned_<l>`, `params`, `network_bytes`, `batch_size`,
             `batch_bytes`, `mo_bytes` (network + batch, in the epoch),
-            `memory_total_bytes` (running sum of MO), `surgery_ms`; for `dynhp`
+            `memory_total_bytes` (running sum of MO), `full_bytes` (the full accounting
+            of the epoch's first step) and `activation_bytes` (its activation term: what
+            one batch keeps for the backward pass, an estimate), `surgery_ms`; for `dynhp`
             also `grad_var_l1` (||S||_1), `data_loss` (F), `next_batch_size`,
             `budget_bytes` and `budget_headroom_bytes`. Every mode records
             `expected_bytes` (4 * E[params], eq. 11) and `delivered_bytes` (the

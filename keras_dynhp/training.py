@@ -193,7 +193,7 @@ class _BatchForwarder(_Forwarder):
 _PRUNING_KEYS = frozenset((
     "l0_penalty", "batch_size", "batch_bytes", "mo_bytes", "memory_total_bytes", "params",
     "network_bytes", "expected_bytes", "delivered_bytes", "surgery_ms", "grad_var_l1", "data_loss",
-    "next_batch_size", "model_budget_bytes", "full_bytes"))
+    "next_batch_size", "model_budget_bytes", "full_bytes", "activation_bytes"))
 _PRUNING_PREFIXES = ("units_", "pruned_", "expected_active_", "budget_")
 
 
@@ -298,6 +298,7 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
             "mo_bytes": mo,
             "memory_total_bytes": total_bytes,
             "full_bytes": full["total"],
+            "activation_bytes": full["activations"],
         })
         report = None
         if pruning is not None and pruning.prunes_after(epoch):

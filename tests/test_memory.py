@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from keras_dynhp import memory
@@ -148,3 +149,15 @@ def test_full_accounting_of_a_cnn_counts_its_maps_pooling_and_gather():
     conv1 = 16 * 100 + min(100 * 6, 2 * 16 * 16)     # patches + Gram matrices
     dense = (24 + 12) + (12 + 5)
     assert with_variance - terms["activations"] == 4 * 10 * (conv0 + conv1 + dense)
+
+
+def test_history_records_the_activation_memory_of_a_cnn():
+    import keras_dynhp
+
+    model = keras_dynhp.build_lenet5(input_shape=(16, 16, 1), filters=(2, 3), dense_units=4, num_classes=3)
+    rng = np.random.default_rng(0)
+    x, y = rng.random((24, 16, 16, 1)).astype("float32"), rng.integers(0, 3, 24)
+    expected = memory.full_accounting(model, 8)["activations"]
+    h = model.fit(x, y, epochs=1, batch_size=8, verbose=0).history
+    assert h["activation_bytes"] == [expected]
+    assert h["full_bytes"][0] > h["mo_bytes"][0] + expected - 1
