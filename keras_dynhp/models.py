@@ -48,11 +48,15 @@ def _example_shape(input_dim, input_shape):
 class DynHPModel(backend.trainer(), keras.Model):
     """A chain of gated layers (e.g. :class:`L0Dense`) that can hard-prune itself while training.
 
-    The first layer's gates sit on the input features; pruned features are
+    The first layer's gates sit on the input features (the last axis of the
+    inputs: pixels of flat images, channels of images); pruned features are
     dropped by a fixed :class:`FeatureSelect` in front, so the model always
-    accepts `input_dim`-wide inputs. Its pruning groups
+    accepts inputs of its full shape. Its pruning groups
     (:meth:`pruning_groups`) are the input features and each hidden layer's
-    units.
+    units. Convolutional networks (:class:`~keras_dynhp.layers.L0Conv2D`) take
+    images and have pass-through `connectors` (pooling, Flatten) between gated
+    layers; after a Flatten the next layer's gates sit on single features
+    (:meth:`links`).
 
     Train-step state: `_variance_every` is None for Keras's own train step, or
     k when the DynHP step measures ||S||_1 and F every k steps (decided when the
@@ -63,7 +67,7 @@ class DynHPModel(backend.trainer(), keras.Model):
         gated_layers: List of gated layers (:class:`~keras_dynhp.layers.GatedLayer`,
             or their serialised configs); layer l + 1's input units are layer
             l's output units.
-        input_dim: Width of the inputs.
+        input_dim: Width of flat inputs (or the last axis of `input_shape`).
         input_indices: Surviving input features (None: all).
         training_state: Where training stands (`epoch`, `memory_total_bytes`,
             `batch_size`), kept up to date by `fit` and saved with the model.
@@ -71,6 +75,13 @@ class DynHPModel(backend.trainer(), keras.Model):
             or "size" (eq. 11: the expected model size, which counts
             everything pruning a unit frees); see :mod:`keras_dynhp.penalty`.
             Set on every gated layer; None takes the layers' own setting.
+        input_shape: Shape of one input example, e.g. `(28, 28, 1)` (default
+            `(input_dim,)`).
+        connectors: One list per gap between gated layers of weight-free layers
+            acting on each channel alone (:data:`CONNECTOR_LAYERS`), or their
+            configs; None: none.
+        link_indices: Per gap, the features still read after a Flatten (saved
+            with the model; None: all).
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
     Example:

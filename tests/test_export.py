@@ -240,3 +240,25 @@ def test_cnn_litert_float_and_int8_match_keras(trained_cnn, mnist_images, tmp_pa
     int8_acc = float((litert.predict_tflite(int8_path, xt, batch_size=100).argmax(1) == yt).mean())
     assert keras_acc > 0.8  # it learned (3 epochs on 3,000 images, heavily pruned)
     assert abs(int8_acc - keras_acc) <= 0.01
+
+
+def test_pruned_image_channels_strip_to_a_fixed_1x1_selection(tmp_path):
+    """RGB inputs with gated channels: a channel with a closed gate leaves the compact model's
+    input through a 0/1 1x1 Conv2D (built-in, exact), in Keras and in the LiteRT file."""
+    from keras_dynhp.layers import LOG_ALPHA_RANGE, L0Conv2D, L0Dense
+
+    model = keras_dynhp.DynHPModel(
+        [L0Conv2D(4, 3, activation="relu", seed=0), L0Dense(3, activation="softmax", seed=1)],
+        input_shape=(8, 8, 3), connectors=[[keras.layers.Flatten()]])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 8, 8, 3)).astype("float32")
+    model.fit(x, rng.integers(0, 3, 16), epochs=1, batch_size=8, verbose=0)
+    model.gated_layers[0].log_alpha.assign(np.array([3.0, LOG_ALPHA_RANGE[0], 3.0], "float32"))
+    assert export.kept_inputs(model).tolist() == [0, 2]
+    compact = export.strip(model)
+    assert isinstance(compact.layers[1], keras.layers.Conv2D) and compact.layers[1].name == "feature_select"
+    np.testing.assert_allclose(compact.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    path = export.export_tflite(model, str(tmp_path / "rgb.tflite"))
+    np.testing.assert_allclose(litert.predict_tflite(path, x, batch_size=8), model.predict(x, verbose=0),
+                               atol=1e-5)
