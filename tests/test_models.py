@@ -256,3 +256,12 @@ def test_cnn_dynhp_step_measures_the_per_example_gradient_variance_of_every_laye
                         shuffle=False)
     model.set_deterministic_training(False)
     assert history.history["grad_var_l1"][0] == pytest.approx(expected, rel=1e-3)
+
+
+def test_build_lenet5_argument_errors_are_clear():
+    with pytest.raises(ValueError, match="two convolutions"):
+        keras_dynhp.build_lenet5(filters=(20, 50, 80))
+    with pytest.raises(ValueError, match="one value per gated layer \\(4\\)"):
+        keras_dynhp.build_lenet5(l0_lambda=[0.1, 0.1])
+    with pytest.raises(ValueError, match="input_shape"):
+        keras_dynhp.DynHPModel([L0Dense(2)], input_shape=(28, 0, 1))
