@@ -20,13 +20,13 @@ data: install
 	$(BIN)/keras-dynhp data fetch
 
 # The headline through the CLI: DynHP on Fashion-MNIST under a 1433 KiB training budget,
-# delivering a network of at most 250 KB (size penalty, model budget): model, compact
-# model, .tflite, history, plots and a summary table against a dense Keras MLP of the
-# same shape trained as long. --overwrite: `make demo` can be run again.
+# delivering a network of at most 250 KB (model budget), with the library's defaults
+# (size penalty, cosine learning rate): model, compact model, .tflite, history, plots and
+# a summary table against a dense Keras MLP of the same shape trained as long.
+# --overwrite: `make demo` can be run again.
 demo: data
 	$(BIN)/keras-dynhp train --dataset fashion_mnist --mode dynhp --epochs 8 \
-		--penalty size --lambda 0.001 --model-budget 250KB --alpha-bs 0.98 \
-		--output runs/demo --overwrite
+		--model-budget 250KB --output runs/demo --overwrite
 
 # The core tests run on both Keras backends; the rest (CLI, experiments, docs) on TensorFlow.
 CORE_TESTS := tests/test_gates.py tests/test_layers.py tests/test_pruning.py tests/test_surgery.py \

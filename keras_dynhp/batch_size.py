@@ -233,6 +233,11 @@ class FixedBatchSize:
         return cls(**config)
 
 
+#: The default alpha_bs of `fit` and the CLI: the best measured (slow growth keeps the training
+#: memory low; docs/reproduction.md, "Choosing the defaults"). The paper's are 0.971-0.989.
+DEFAULT_ALPHA_BS = 0.997
+
+
 @keras.saving.register_keras_serializable(package="keras_dynhp")
 class DynamicBatchSize:
     """DynHP's batch policy: grow the batch from gradient variance under a budget (eq. 8-10).

@@ -51,8 +51,10 @@ from keras import ops
 from keras_dynhp import memory, penalty
 from keras_dynhp.layers.gates import LOG_ALPHA_RANGE
 
-#: Default share of the epochs by whose end the budget is reached (the rest recover).
-DEADLINE_FRACTION = 0.75
+#: Default share of the epochs by whose end the budget is reached (the rest recover): early,
+#: so that the small network trains longest and the training memory (the area under the
+#: per-epoch curve) stays low (docs/reproduction.md, "Choosing the defaults").
+DEADLINE_FRACTION = 0.25
 
 
 @keras.saving.register_keras_serializable(package="keras_dynhp")
@@ -210,7 +212,7 @@ def enforce(model, max_bytes, min_units, hard):
     delivered = penalty.delivered_masks(layers)
     if memory.network_bytes(penalty.masks_params(layers, delivered, links)) <= max_bytes:
         return 0
-    scores = [ops.convert_to_numpy(layer.gate_probability()) for layer in layers]
+    scores = [layer.gate_probability(numpy=True) for layer in layers]
     keep = penalty.select_units(layers, scores, int(max_bytes) // memory.BYTES_PER_NUMBER,
                                 min_units, keep=delivered, links=links)
     removed = sum(int(d.sum() - k.sum()) for d, k in zip(delivered, keep))

@@ -177,8 +177,9 @@ def _train_arguments(t):
                         "the memory of SP at this batch size (default 128)")
     t.add_argument("--initial-batch-size", type=_positive_int, default=16,
                    help="DynHP batch size of the first epoch (default 16)")
-    t.add_argument("--alpha-bs", type=_float_in(0, 1, high_open=True), default=0.98,
-                   help="DynHP batch-size smoothing alpha_bs in [0, 1) (default 0.98)")
+    t.add_argument("--alpha-bs", type=_float_in(0, 1, high_open=True), default=0.997,
+                   help="DynHP batch-size smoothing alpha_bs in [0, 1): larger grows the batch more slowly "
+                        "(default 0.997, the best measured; the paper's are 0.971-0.989)")
     t.add_argument("--budget", type=_budget, default=None, metavar="SIZE",
                    help="DynHP memory budget: bytes or e.g. 1433KiB, 2.5MiB (default: network + one "
                         "batch of --batch-size inputs, i.e. SP's memory in the paper's accounting)")
@@ -188,23 +189,27 @@ def _train_arguments(t):
                         "default budget is then SP's full accounting at --batch-size) (default paper)")
     t.add_argument("--variance-every", type=_positive_int, default=1,
                    help="DynHP measures the gradient variance every k steps (default 1)")
-    t.add_argument("--lambda", dest="l0_lambda", type=_lambdas, default=[0.01], metavar="L[,L...]",
+    t.add_argument("--lambda", dest="l0_lambda", type=_lambdas, default=None, metavar="L[,L...]",
                    help="L0 strength: one value or one per gated layer (input + each hidden layer); "
-                        "default 0.01 (the paper's)")
-    t.add_argument("--penalty", choices=("louizos", "size"), default="louizos",
-                   help="L0 penalty weighting: louizos (each gate weighted by its fan-out, the "
-                        "paper's) or size (the expected model size: what pruning a unit frees) "
-                        "(default louizos)")
+                        "default: the penalty's, 0.001 for size, 0.01 (the paper's) for louizos")
+    t.add_argument("--penalty", choices=("louizos", "size"), default="size",
+                   help="L0 penalty weighting: size (the expected model size: what pruning a unit "
+                        "frees; the best measured) or louizos (each gate weighted by its fan-out, the "
+                        "paper's; with its lambda 0.01 and drop rate 0.5 unless given) (default size)")
     t.add_argument("--model-budget", type=_budget, default=None, metavar="SIZE",
                    help="deliver a network of at most SIZE bytes (4 bytes per weight and bias; "
-                        "e.g. 250KB, KB = 1000 B), reached 3/4 of the way through the epochs "
+                        "e.g. 250KB, KB = 1000 B), reached a quarter of the way through the epochs "
                         "(default: no model budget)")
     t.add_argument("--gamma", type=_float_in(0, 1), default=0.5,
                    help="hard-pruning threshold on activation rates (default 0.5)")
-    t.add_argument("--droprate-init", type=_float_in(0, 1, low_open=True, high_open=True), default=0.5,
-                   help="initial drop rate of the gates (default 0.5)")
+    t.add_argument("--droprate-init", type=_float_in(0, 1, low_open=True, high_open=True), default=None,
+                   help="initial drop rate of the gates (default: the penalty's, 0.2 for size, 0.5 for "
+                        "louizos)")
     t.add_argument("--learning-rate", type=_float_in(0, math.inf, low_open=True, high_open=True),
                    default=1e-3, help="Adam learning rate (default 1e-3)")
+    t.add_argument("--lr-decay", dest="learning_rate_decay", choices=("cosine", "none"), default="cosine",
+                   help="learning rate over the epochs: cosine (from --learning-rate to 0, the best "
+                        "measured) or none (constant, the paper's) (default cosine)")
     t.add_argument("--seed", type=_non_negative_int, default=0,
                    help="seed of the initialisation, gate noise and shuffling (default 0)")
     t.add_argument("--subset", type=_positive_int, default=None, metavar="N",
@@ -649,7 +654,13 @@ def _check_train_args(args, input_dim, num_classes):
     from keras_dynhp.batch_size import DynamicBatchSize
     from keras_dynhp.experiments import harness
 
+    from keras_dynhp.penalty import SETTINGS
+
     n_layers = len(args.hidden) + 1
+    if args.l0_lambda is None:
+        args.l0_lambda = [SETTINGS[args.penalty]["l0_lambda"]]
+    if args.droprate_init is None:
+        args.droprate_init = SETTINGS[args.penalty]["droprate_init"]
     lambdas = args.l0_lambda
     if len(lambdas) not in (1, n_layers):
         raise UsageError(
@@ -709,9 +720,11 @@ RUN_MARKERS = ("run.json", "model.keras", "history.json", "history.csv", "summar
 RUN_FLAGS = ("dataset", "mode", "hidden", "epochs", "batch_size", "initial_batch_size", "alpha_bs",
              "budget", "variance_every", "l0_lambda", "gamma", "droprate_init", "learning_rate",
              "seed", "subset", "quantization", "baseline", "units", "penalty", "model_budget",
-             "accounting")
-#: Flags added after run.json's format 1: a saved run without them takes their defaults.
-RUN_FLAGS_OPTIONAL = ("penalty", "model_budget", "accounting")
+             "accounting", "learning_rate_decay")
+#: Flags added after run.json's format 1: a saved run without them takes their defaults, or
+#: the value in RUN_FLAGS_BEFORE where the default changed since.
+RUN_FLAGS_OPTIONAL = ("penalty", "model_budget", "accounting", "learning_rate_decay")
+RUN_FLAGS_BEFORE = {"learning_rate_decay": "none"}  # runs saved before the flag trained at a constant rate
 #: Flags that --resume may change: they change what is printed, not the run.
 RESUME_MAY_CHANGE = ("units", "quiet")
 RUN_FORMAT = 1
@@ -777,6 +790,7 @@ def _read_run(directory):
                        f"(missing {', '.join(missing)})")
     parser = _train_parser(_RaisingParser)
     try:  # the saved flags pass the same checks as typed ones
+        saved = {**RUN_FLAGS_BEFORE, **saved}
         argv = [t for dest in RUN_FLAGS if dest in saved for t in _flag_tokens(parser, dest, saved[dest])]
         namespace = parser.parse_args(argv)
     except (_ArgumentsError, StopIteration, TypeError, ValueError) as e:
@@ -1052,6 +1066,7 @@ def _train(args, run):
                 droprate_init=args.droprate_init, budget_bytes=budget,
                 initial_batch_size=args.initial_batch_size, variance_every=args.variance_every,
                 penalty=args.penalty, model_budget=args.model_budget, accounting=args.accounting,
+                learning_rate_decay=None if args.learning_rate_decay == "none" else args.learning_rate_decay,
                 callbacks=[saver], model_path=path("model.keras"), compact_path=path("compact.keras"),
                 tflite_path=path("model.tflite"), quantization=args.quantization, resume=resume)
         except keras_dynhp.training.DivergenceError as e:
@@ -1103,7 +1118,7 @@ def _train(args, run):
                 "penalty": args.penalty, "model_budget_bytes": args.model_budget,
                 "accounting": args.accounting,
                 "droprate_init": args.droprate_init, "learning_rate": args.learning_rate,
-                "seed": args.seed, "subset": args.subset, "batch_size": args.batch_size,
+                "learning_rate_decay": args.learning_rate_decay, "seed": args.seed, "subset": args.subset, "batch_size": args.batch_size,
                 "alpha_bs": args.alpha_bs, "initial_batch_size": args.initial_batch_size,
                 "budget_bytes": budget, "variance_every": args.variance_every,
                 "quantization": args.quantization, "baseline": args.baseline, "units": args.units,

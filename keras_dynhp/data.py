@@ -269,6 +269,12 @@ class EpochPipeline:
         shuffle: Shuffle (seeded) every epoch.
         seed: Seed of the shuffle; None draws one from NumPy's global generator
             (which `keras.utils.set_random_seed` seeds).
+        whole_batches: Leave out the last `n % batch_size` examples of each
+            epoch's order (a different few every epoch), so every step of the
+            epoch has the same shape. DynHP sets it: its batch size changes
+            between epochs, and on a compiling backend each new step shape
+            (the last partial batch too) costs a compilation. Arrays and
+            unbatched datasets only.
 
     Attributes:
         n: Number of training examples (the N of the L0 penalty, eq. 5).
@@ -286,9 +292,11 @@ class EpochPipeline:
     as given (it shuffles itself, or not).
     """
 
-    def __init__(self, x, y, input_dim, rebatch=False, shuffle=True, seed=None, num_classes=None):
+    def __init__(self, x, y, input_dim, rebatch=False, shuffle=True, seed=None, num_classes=None,
+                 whole_batches=False):
         self._fixed = None
         self.multiple = 1
+        self.whole_batches = bool(whole_batches)
         self._shuffle = shuffle
         self._seed = int(np.random.randint(2**31 - 1)) if seed is None else int(seed)
         if is_dataset(x):
@@ -327,24 +335,33 @@ class EpochPipeline:
         """Steps of one epoch at `batch_size` (None when unknown)."""
         if self._fixed is not None:
             return self._steps
-        return math.ceil(self.epoch_examples / batch_size) if self.n else None
+        return math.ceil(self.epoch_examples(batch_size) / batch_size) if self.n else None
 
-    @property
-    def epoch_examples(self):
-        """Examples one epoch visits: `n` rounded down to a multiple of `multiple`."""
-        return self.n - self.n % self.multiple if self.n else self.n
+    def epoch_examples(self, batch_size=None):
+        """Examples one epoch visits: `n` rounded down to a multiple of `multiple`.
 
-    def order(self, epoch):
+        With `whole_batches`, rounded down to a multiple of `batch_size` too
+        (a batch under data parallelism is itself a multiple of `multiple`),
+        unless that would leave no batch at all.
+        """
+        if not self.n:
+            return self.n
+        unit = self.multiple
+        if self.whole_batches and batch_size and batch_size <= self.n and batch_size % self.multiple == 0:
+            unit = int(batch_size)
+        return self.n - self.n % unit
+
+    def order(self, epoch, batch_size=None):
         """The order of the examples in epoch `epoch` (arrays and unbatched datasets)."""
         order = epoch_order(self.n, self._seed, epoch) if self._shuffle else np.arange(self.n)
-        return order[: self.epoch_examples]
+        return order[: self.epoch_examples(batch_size)]
 
     def fit_inputs(self, batch_size, epoch=0):
         """Keyword arguments of Keras's `fit` for epoch `epoch`: `x`, `y`, `batch_size` or a dataset."""
         if self._fixed is None and self._source is None:
             _check_batch_size(batch_size)
             x, y = self._arrays
-            order = self.order(epoch)
+            order = self.order(epoch, batch_size)
             return {"x": x[order], "y": y[order], "batch_size": int(batch_size)}
         return {"x": self.dataset(batch_size, epoch)}
 
@@ -358,12 +375,12 @@ class EpochPipeline:
             ds = self._source
             if self._shuffle:
                 ds = ds.shuffle(max(self.n, 1), seed=self._seed + int(epoch), reshuffle_each_iteration=False)
-            if self.epoch_examples != self.n:
-                ds = ds.take(self.epoch_examples)
+            if self.epoch_examples(batch_size) != self.n:
+                ds = ds.take(self.epoch_examples(batch_size))
             ds = checked_labels(ds.batch(int(batch_size)), self._num_classes)
             return ds.prefetch(tf.data.AUTOTUNE)
         x, y = self._arrays
-        order = self.order(epoch)
+        order = self.order(epoch, batch_size)
         return tf.data.Dataset.from_tensor_slices((x[order], y[order])).batch(int(batch_size))
 
 

@@ -13,7 +13,7 @@ from keras import ops
 
 from keras_dynhp import backend, memory, surgery, training
 from keras_dynhp import penalty as penalties
-from keras_dynhp.batch_size import FixedBatchSize
+from keras_dynhp.batch_size import DEFAULT_ALPHA_BS, FixedBatchSize
 from keras_dynhp.budget import ModelBudget
 from keras_dynhp.data import EpochPipeline, validation_inputs
 from keras_dynhp.layers import FeatureSelect, GatedLayer, L0Conv2D, L0Dense
@@ -391,15 +391,15 @@ class DynHPModel(backend.trainer(), keras.Model):
 
     def l0_penalty(self):
         """Total expected-L0 penalty (float): the layers' terms, plus eq. 11 with `penalty="size"`."""
-        total = sum(float(ops.convert_to_numpy(layer.l0_penalty())) for layer in self.gated_layers)
+        total = sum(float(layer.l0_penalty(numpy=True)) for layer in self.gated_layers)
         if self.penalty == "size":
-            total += float(ops.convert_to_numpy(penalties.size_penalty(self.gated_layers, self.links())))
+            total += float(penalties.size_penalty(self.gated_layers, self.links(), numpy=True))
         return total
 
     def expected_bytes(self):
         """Expected network bytes under the gates' distribution, 4 * E[params] (eq. 11)."""
-        return memory.BYTES_PER_NUMBER * float(ops.convert_to_numpy(
-            penalties.expected_params(self.gated_layers, self.links())))
+        return memory.BYTES_PER_NUMBER * float(
+            penalties.expected_params(self.gated_layers, self.links(), numpy=True))
 
     def delivered_bytes(self):
         """Network bytes of the compact model `strip` would make now (units with a non-zero gate)."""
@@ -407,7 +407,7 @@ class DynHPModel(backend.trainer(), keras.Model):
 
     def expected_active_units(self):
         """sum_j P(z_j > 0) per gated layer."""
-        return [float(ops.convert_to_numpy(layer.expected_active_units())) for layer in self.gated_layers]
+        return [float(layer.expected_active_units(numpy=True)) for layer in self.gated_layers]
 
     def set_deterministic_training(self, on):
         """Trains with the deterministic gates (the model-size budget's recovery epochs) or not."""
@@ -490,7 +490,7 @@ class DynHPModel(backend.trainer(), keras.Model):
         gamma=0.5,
         min_units=1,
         prune_start_epoch=0,
-        alpha_bs=0.98,
+        alpha_bs=DEFAULT_ALPHA_BS,
         memory_budget=None,
         initial_batch_size=16,
         variance_every=1,
@@ -506,6 +506,7 @@ class DynHPModel(backend.trainer(), keras.Model):
         validation_steps=None,
         validation_freq=1,
         accounting="paper",
+        learning_rate_decay="cosine",
     ):
         """Trains with soft pruning (`sp`), hard pruning (`hp`) or DynHP (`dynhp`).
 
@@ -534,14 +535,19 @@ class DynHPModel(backend.trainer(), keras.Model):
             gamma: Hard-pruning threshold on activation rates (eq. 7).
             min_units: No gated layer drops below this many input units.
             prune_start_epoch: First epoch (0-based) at whose end pruning happens.
-            alpha_bs: DynHP smoothing parameter in [0, 1) (eq. 8).
+            alpha_bs: DynHP smoothing parameter in [0, 1) (eq. 8); the default
+                0.997 grows the batch slowly (the best measured; the paper's
+                values are 0.971-0.989).
             memory_budget: DynHP budget, bytes or a string like "1433KiB".
             accounting: What `memory_budget` counts (dynhp): "paper" (weights and
                 biases plus one input batch, the paper's eq. 9-10) or "full" (also
                 gate parameters and counters, gradients, optimizer slots and the
                 batch's activations, :func:`keras_dynhp.memory.full_accounting`).
                 History records both every epoch (`mo_bytes`, `full_bytes`).
-            initial_batch_size: DynHP batch size of the first epoch.
+            initial_batch_size: DynHP batch size of the first epoch. A DynHP
+                epoch at batch b visits `n - n % b` examples of its shuffled
+                order (a different few are left out every epoch), so that a
+                new batch size costs one compiled step, not two.
             variance_every: DynHP measures gradient variance every k steps.
             seed: Seed of the shuffling.
             validation_batch_size: Batch size for validation arrays (default 256).
@@ -558,6 +564,13 @@ class DynHPModel(backend.trainer(), keras.Model):
                 because hard pruning and the batch rule act at epoch ends.
             validation_steps: Not supported (validation uses all of its data).
             validation_freq: Only 1 (validation runs every epoch, before surgery).
+            learning_rate_decay: "cosine" (the default): the optimizer's
+                learning rate falls from its value at the start of the fit to
+                0 at its last epoch, along a cosine, one step per epoch
+                (:class:`~keras_dynhp.training.LearningRateDecay`; the best
+                measured); the rate is put back when the fit ends. None keeps
+                the optimizer's rate (the paper's constant Adam 1e-3). An
+                optimizer compiled with a schedule of its own keeps it either way.
             model_budget: The most bytes the trained network may store (paper
                 accounting: 4 bytes per weight and bias), as bytes, a string
                 such as "250KB" (KB = 1000 B), or a
@@ -626,6 +639,14 @@ class DynHPModel(backend.trainer(), keras.Model):
                 f"`min_units`={pruning.min_units} is larger than a gated layer of this model (units "
                 f"{self.units()}): no layer can drop below min_units, so lower it.")
         training.check_callbacks(callbacks, pruning)
+        if learning_rate_decay not in training.LEARNING_RATE_DECAYS:
+            raise ValueError(f"`learning_rate_decay` must be one of {training.LEARNING_RATE_DECAYS}; "
+                             f"received {learning_rate_decay!r}.")
+        decay = None
+        if learning_rate_decay is not None and training.LearningRateDecay.decayable(self.optimizer):
+            base = self.training_state.get("base_learning_rate") if resuming else None
+            decay = training.LearningRateDecay(
+                base if base is not None else float(ops.convert_to_numpy(self.optimizer.learning_rate)), epochs)
         batch_policy.check_fits(self.count_params_stored(), self.example_size,
                                 footprint=training.policy_footprint(self, batch_policy))
         budget = self._resolve_budget(model_budget, epochs, resuming,
@@ -634,7 +655,7 @@ class DynHPModel(backend.trainer(), keras.Model):
 
         num_classes = self.gated_layers[-1].output_units if self._sparse_labels() else None
         pipeline = EpochPipeline(x, y, self.input_shape_, rebatch=mode == "dynhp", shuffle=shuffle, seed=seed,
-                                 num_classes=num_classes)
+                                 num_classes=num_classes, whole_batches=mode == "dynhp")
         if pipeline.n is not None and batch_policy.batch_size > pipeline.n:
             raise ValueError(
                 f"The first batch ({batch_policy.batch_size}) is larger than the {pipeline.n} training "
@@ -648,7 +669,7 @@ class DynHPModel(backend.trainer(), keras.Model):
                 self, super().fit, pipeline, validation, epochs, initial_epoch, callbacks, verbose,
                 pruning, batch_policy,
                 memory_total_bytes=self.training_state.get("memory_total_bytes", 0) if resuming else 0,
-                budget=budget, step_by_step=step_by_step)
+                budget=budget, step_by_step=step_by_step, learning_rate_decay=decay)
         except backend.framework_errors() as e:  # a bad batch that only a dataset can hide
             classes = self.gated_layers[-1].output_units
             text = str(getattr(e, "message", e))
@@ -664,6 +685,8 @@ class DynHPModel(backend.trainer(), keras.Model):
                 f"{_shape_text(self.input_shape_)}.") from None
         finally:
             self.set_deterministic_training(False)  # the budget's recovery epochs end with the fit
+            if decay is not None:
+                self.optimizer.learning_rate = decay.base
             if self._report_variance:  # evaluate / predict report the loss and compiled metrics only
                 self._report_variance = False
                 self.test_function = None
@@ -779,8 +802,8 @@ def build_mlp(
     input_dim=784,
     num_classes=10,
     activation="relu",
-    l0_lambda=0.01,
-    droprate_init=0.5,
+    l0_lambda=None,
+    droprate_init=None,
     temperature=2.0 / 3.0,
     weight_decay=0.0,
     per_example_gates=True,
@@ -788,7 +811,7 @@ def build_mlp(
     optimizer=None,
     compile=True,
     seed=None,
-    penalty="louizos",
+    penalty=penalties.DEFAULT_PENALTY,
     name="dynhp_mlp",
 ):
     """Builds (and compiles) a LeNet-300-100 style MLP of :class:`L0Dense` layers.
@@ -801,8 +824,11 @@ def build_mlp(
         input_dim: Input width (784 for 28x28 images).
         num_classes: Number of classes.
         activation: Hidden activation.
-        l0_lambda: L0 strength, a float or one value per gated layer.
-        droprate_init: Initial drop rate of the gates.
+        l0_lambda: L0 strength, a float or one value per gated layer (None:
+            the penalty's setting, 0.001 for "size", the paper's 0.01 for
+            "louizos"; :data:`keras_dynhp.penalty.SETTINGS`).
+        droprate_init: Initial drop rate of the gates (None: 0.2 for "size",
+            the paper's 0.5 for "louizos").
         temperature: Concrete temperature.
         weight_decay: L2 strength (gated, Louizos et al.).
         per_example_gates: Sample gates per example (paper) or per batch.
@@ -810,9 +836,10 @@ def build_mlp(
         optimizer: Optimizer to compile with (default Adam).
         compile: Compile with sparse categorical cross-entropy and accuracy.
         seed: Seed of initialisers and gate noise.
-        penalty: L0 penalty weighting: "louizos" (eq. 5, the paper's) or
-            "size" (eq. 11, the expected model size); see
-            :mod:`keras_dynhp.penalty`.
+        penalty: L0 penalty weighting: "size" (eq. 11, the expected model
+            size; the default, the best measured) or "louizos" (eq. 5, the
+            paper's: with `l0_lambda` and `droprate_init` left to None this
+            is the paper's model); see :mod:`keras_dynhp.penalty`.
         name: Model name.
 
     Returns:
@@ -823,6 +850,7 @@ def build_mlp(
         >>> model.architecture(), model.count_params_stored()
         ([784, 300, 100, 10], 266610)
     """
+    penalty, l0_lambda, droprate_init = penalties.resolve_settings(penalty, l0_lambda, droprate_init)
     hidden_units = list(hidden_units)
     n_layers = len(hidden_units) + 1
     lambdas = list(l0_lambda) if isinstance(l0_lambda, (list, tuple)) else [l0_lambda] * n_layers
@@ -863,8 +891,8 @@ def build_lenet5(
     filters=(20, 50),
     dense_units=500,
     kernel_size=5,
-    l0_lambda=0.01,
-    droprate_init=0.5,
+    l0_lambda=None,
+    droprate_init=None,
     temperature=2.0 / 3.0,
     weight_decay=0.0,
     per_example_gates=True,
@@ -872,7 +900,7 @@ def build_lenet5(
     optimizer=None,
     compile=True,
     seed=None,
-    penalty="louizos",
+    penalty=penalties.DEFAULT_PENALTY,
     name="dynhp_lenet5",
 ):
     """Builds (and compiles) LeNet-5-Caffe (20-50-800-500, Louizos et al. 2018) of gated layers.
@@ -890,8 +918,10 @@ def build_lenet5(
         filters: Output channels of the two convolutions.
         dense_units: Width of the hidden dense layer.
         kernel_size: Size of the square convolution kernels.
-        l0_lambda: L0 strength, a float or one value per gated layer (4).
-        droprate_init: Initial drop rate of the gates.
+        l0_lambda: L0 strength, a float or one value per gated layer (4)
+            (None: the penalty's setting, as in :func:`build_mlp`).
+        droprate_init: Initial drop rate of the gates (None: the penalty's
+            setting).
         temperature: Concrete temperature.
         weight_decay: L2 strength (gated, Louizos et al.).
         per_example_gates: Sample gates per example (paper) or per batch.
@@ -899,7 +929,8 @@ def build_lenet5(
         optimizer: Optimizer to compile with (default Adam).
         compile: Compile with sparse categorical cross-entropy and accuracy.
         seed: Seed of initialisers and gate noise.
-        penalty: "louizos" or "size" (:mod:`keras_dynhp.penalty`).
+        penalty: "size" (the default) or "louizos" (the paper's; see
+            :func:`build_mlp` and :mod:`keras_dynhp.penalty`).
         name: Model name.
 
     Returns:
@@ -910,6 +941,7 @@ def build_lenet5(
         >>> model.layer_widths(), model.count_params_stored()
         ([(1, 20), (20, 50), (800, 500), (500, 10)], 431080)
     """
+    penalty, l0_lambda, droprate_init = penalties.resolve_settings(penalty, l0_lambda, droprate_init)
     filters = list(filters)
     if len(filters) != 2:
         raise ValueError(f"`filters` needs the two convolutions' output channels; received {filters!r}.")

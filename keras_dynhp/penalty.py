@@ -38,8 +38,20 @@ used by the model-size budget (:mod:`keras_dynhp.budget`).
 import numpy as np
 from keras import ops
 
+from keras_dynhp.layers.gates import NumpyOps
+
 PENALTIES = ("louizos", "size")
 BYTES_PER_NUMBER = 4
+
+#: The library's default weighting: the best measured (docs/reproduction.md, "Choosing the defaults").
+DEFAULT_PENALTY = "size"
+#: What each weighting comes with where `l0_lambda` / `droprate_init` are left to the library
+#: (`build_mlp`, `build_lenet5`, `prune`): "size" the best settings measured, "louizos" the
+#: paper's own (lambda 0.01, drop rate 0.5), so `penalty="louizos"` alone is the paper's model.
+SETTINGS = {
+    "size": {"l0_lambda": 0.001, "droprate_init": 0.2},
+    "louizos": {"l0_lambda": 0.01, "droprate_init": 0.5},
+}
 
 
 def check_penalty(penalty):
@@ -47,6 +59,18 @@ def check_penalty(penalty):
     if penalty not in PENALTIES:
         raise ValueError(f"Unknown `penalty`={penalty!r}; expected one of {PENALTIES}.")
     return penalty
+
+
+def resolve_settings(penalty, l0_lambda=None, droprate_init=None):
+    """`(penalty, l0_lambda, droprate_init)` with the values left as None taken from :data:`SETTINGS`.
+
+    Example:
+        >>> resolve_settings("size"), resolve_settings("louizos", droprate_init=0.3)
+        (('size', 0.001, 0.2), ('louizos', 0.01, 0.3))
+    """
+    settings = SETTINGS[check_penalty(penalty)]
+    return (penalty, settings["l0_lambda"] if l0_lambda is None else l0_lambda,
+            settings["droprate_init"] if droprate_init is None else droprate_init)
 
 
 def owners_of(links, i):
@@ -116,7 +140,7 @@ def masks_params(layers, masks, links=None):
     return network_params(layers, *unit_counts(layers, masks, links))
 
 
-def expected_counts(layers, links=None):
+def expected_counts(layers, links=None, numpy=False):
     """E[input units] and E[output units] per layer under the gates' distribution (tensors).
 
     Across an identity link the producer's expected outputs are its
@@ -124,9 +148,13 @@ def expected_counts(layers, links=None):
     unit (a channel read at H * W positions after `Flatten`), the channel is
     stored while any of its inputs is on: with independent gates,
     E[channels] = sum_c (1 - prod_{j in c} (1 - P_j)).
+
+    `numpy=True`: NumPy values, computed without the backend (the bookkeeping
+    between epochs: no compilation for new layer widths).
     """
-    probs = [layer.gate_probability() for layer in layers]
-    inputs = [ops.sum(p) for p in probs]
+    xp = NumpyOps if numpy else ops
+    probs = [layer.gate_probability(numpy) for layer in layers]
+    inputs = [xp.sum(p) for p in probs]
     outputs = []
     for i, layer in enumerate(layers):
         if i + 1 == len(layers):
@@ -139,14 +167,14 @@ def expected_counts(layers, links=None):
         owners = np.asarray(owners)
         one_hot = np.zeros((owners.size, layer.output_units), "float32")
         one_hot[np.arange(owners.size), owners] = 1.0
-        log_off = ops.log(ops.maximum(1.0 - probs[i + 1], 1e-12))  # log P(input j off)
-        all_off = ops.exp(ops.matmul(log_off[None, :], one_hot))[0]  # prod over each channel
-        outputs.append(ops.sum(1.0 - all_off))
+        log_off = xp.log(xp.maximum(1.0 - probs[i + 1], 1e-12))  # log P(input j off)
+        all_off = xp.exp(xp.matmul(log_off[None, :], one_hot))[0]  # prod over each channel
+        outputs.append(xp.sum(1.0 - all_off))
     return inputs, outputs
 
 
-def expected_params(layers, links=None):
-    """E[stored weights and biases] under the gates' distribution (a tensor; eq. 11).
+def expected_params(layers, links=None, numpy=False):
+    """E[stored weights and biases] under the gates' distribution (a tensor, or NumPy; eq. 11).
 
     Example:
         >>> from keras_dynhp.layers import L0Dense
@@ -155,17 +183,18 @@ def expected_params(layers, links=None):
         >>> bool(0 < float(expected_params([a, b])) < 4 * 3 + 3 + 3 * 2 + 2)
         True
     """
-    return network_params(layers, *expected_counts(layers, links))
+    return network_params(layers, *expected_counts(layers, links, numpy))
 
 
-def size_penalty(layers, links=None):
+def size_penalty(layers, links=None, numpy=False):
     """R_size = sum_l lambda_l * E[params_l] / N_l (eq. 11), a tensor.
 
     Each layer's `l0_lambda` weights its own expected parameters, so a per-layer
     lambda means the same as with the Louizos weighting; N is each layer's
-    `dataset_size` (1 if unset). `links`: see :func:`unit_counts`.
+    `dataset_size` (1 if unset). `links`: see :func:`unit_counts`; `numpy`: see
+    :func:`expected_counts`.
     """
-    inputs, outputs = expected_counts(layers, links)
+    inputs, outputs = expected_counts(layers, links, numpy)
     total = 0.0
     for layer, n_in, n_out in zip(layers, inputs, outputs):
         weight = layer.l0_lambda / float(layer.dataset_size or 1)
@@ -181,7 +210,7 @@ def delivered_masks(layers):
     """
     masks = []
     for layer in layers:
-        keep = ops.convert_to_numpy(layer.inference_gates()) > 0
+        keep = layer.inference_gates(numpy=True) > 0
         if not keep.any():
             keep[0] = True
         masks.append(keep)

@@ -24,7 +24,7 @@ from keras import ops
 
 from keras_dynhp import budget as budgets
 from keras_dynhp import memory, surgery
-from keras_dynhp.batch_size import DynamicBatchSize, FixedBatchSize
+from keras_dynhp.batch_size import DEFAULT_ALPHA_BS, DynamicBatchSize, FixedBatchSize
 from keras_dynhp.pruning import HardPruning
 
 MODES = ("sp", "hp", "dynhp")
@@ -39,7 +39,7 @@ def policy_footprint(model, batch_policy):
 
 
 def resolve_policies(mode, batch_size=None, gamma=0.5, min_units=1, prune_start_epoch=0,
-                     alpha_bs=0.98, memory_budget=None, initial_batch_size=16, variance_every=1,
+                     alpha_bs=DEFAULT_ALPHA_BS, memory_budget=None, initial_batch_size=16, variance_every=1,
                      pruning=None, batch_policy=None, accounting="paper"):
     """The pruning and batch policies of a mode, from `fit`'s short-form arguments.
 
@@ -94,6 +94,43 @@ def resolve_policies(mode, batch_size=None, gamma=0.5, min_units=1, prune_start_
             f'accounting="{accounting}" conflicts with the batch_policy\'s accounting '
             f'"{batch_policy.accounting}": set it on the DynamicBatchSize.')
     return (policy if mode in ("hp", "dynhp") else None), batch_policy
+
+
+#: What `fit(learning_rate_decay=...)` takes.
+LEARNING_RATE_DECAYS = ("cosine", None)
+
+
+class LearningRateDecay:
+    """The optimizer's learning rate over one fit's epochs: cosine from `base` to 0 (per epoch).
+
+    Epoch e of E trains at `base * (1 + cos(pi * e / E)) / 2`: the first epoch
+    at `base`, the last near 0. `fit` sets it at every epoch start (the
+    optimizer that a surgery builds carries the rate over) and puts `base` back
+    when it ends. Measured on LeNet-300-100 with a model budget (Fashion-MNIST,
+    30 epochs, validation split): the small network reaches a lower validation
+    error than at a constant rate (docs/reproduction.md, "Choosing the defaults").
+
+    Args:
+        base: The learning rate of the first epoch (the optimizer's own).
+        epochs: E, the fit's `epochs`.
+
+    Example:
+        >>> decay = LearningRateDecay(1e-3, 4)
+        >>> [round(decay.rate(e), 6) for e in range(4)]
+        [0.001, 0.000854, 0.0005, 0.000146]
+    """
+
+    def __init__(self, base, epochs):
+        self.base, self.epochs = float(base), max(int(epochs), 1)
+
+    def rate(self, epoch):
+        """The learning rate of epoch `epoch` (0-based)."""
+        return self.base * 0.5 * (1.0 + math.cos(math.pi * epoch / self.epochs))
+
+    @staticmethod
+    def decayable(optimizer):
+        """Whether `optimizer`'s learning rate is a number to set (not a schedule of its own)."""
+        return isinstance(getattr(optimizer, "_learning_rate", None), keras.Variable)
 
 
 class PruningWarning(UserWarning):
@@ -221,7 +258,8 @@ def _listens_to_batches(callbacks):
 
 
 def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, callbacks, verbose,
-               pruning, batch_policy, memory_total_bytes=0, budget=None, step_by_step=False):
+               pruning, batch_policy, memory_total_bytes=0, budget=None, step_by_step=False,
+               learning_rate_decay=None):
     """Runs the epochs of one `fit` (see the module docstring); returns the History.
 
     Args:
@@ -242,6 +280,8 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
             forwarded, so Keras reads each step's logs): data parallelism over
             CPU devices needs it, as XLA's CPU collectives can deadlock when
             several steps are in flight.
+        learning_rate_decay: A :class:`LearningRateDecay` or None (the
+            optimizer's rate as it is).
 
     After every epoch (before the callbacks, so a checkpoint saves it)
     `model.training_state` records the epochs done, the running memory total
@@ -261,6 +301,8 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
     callback_list.on_train_begin()
     for epoch in range(initial_epoch, epochs):
         callback_list.set_params({"verbose": verbose, "epochs": epochs, "steps": pipeline.steps(batch)})
+        if learning_rate_decay is not None:
+            model.optimizer.learning_rate = learning_rate_decay.rate(epoch)
         snapshot = _snapshot(model)  # the model as the last finished epoch left it
         if budget is not None:
             model.set_deterministic_training(budget.recovering(epoch))
@@ -347,6 +389,8 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
             logs.pop("grad_var_l1", None)
             logs.pop("data_loss", None)
         state = {"epoch": epoch + 1, "memory_total_bytes": int(total_bytes), "batch_size": int(batch)}
+        if learning_rate_decay is not None:
+            state["base_learning_rate"] = learning_rate_decay.base
         if budget is not None:
             state.update(budget_start_bytes=int(budget.start_bytes), budget_deadline=int(budget.deadline))
         model.training_state = state

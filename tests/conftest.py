@@ -28,10 +28,11 @@ def trained(fashion_subset):
     import keras_dynhp
 
     (x, y), _ = fashion_subset
+    # the paper's weighting and a constant rate: set for pruning something in 3 epochs
     model = keras_dynhp.build_mlp(
-        [300, 100], seed=0, l0_lambda=[0.05, 0.05, 0.5], droprate_init=0.7, learning_rate=3e-3
-    )
-    model.fit(x, y, epochs=3, batch_size=64, mode="hp", verbose=0, seed=0)
+        [300, 100], seed=0, l0_lambda=[0.05, 0.05, 0.5], droprate_init=0.7, learning_rate=3e-3,
+        penalty="louizos")
+    model.fit(x, y, epochs=3, batch_size=64, mode="hp", verbose=0, seed=0, learning_rate_decay=None)
     return model
 
 
@@ -78,5 +79,6 @@ def trained_cnn(mnist_images):
     (x, y), _ = mnist_images
     model = keras_dynhp.build_lenet5(filters=(8, 16), dense_units=64, seed=0, penalty="size",
                                      l0_lambda=0.05, droprate_init=0.3)
-    model.fit(x, y, epochs=3, batch_size=64, mode="hp", verbose=0, seed=0, model_budget="40KB")
+    model.fit(x, y, epochs=3, batch_size=64, mode="hp", verbose=0, seed=0, model_budget="40KB",
+              learning_rate_decay=None)
     return model

@@ -57,6 +57,26 @@ def test_every_epoch_gets_a_fresh_order_also_when_rebuilt():
     assert [o.tolist() for o in orders()] == [o.tolist() for o in first]  # seeded
 
 
+def test_whole_batches_leave_out_a_different_remainder_every_epoch():
+    from keras_dynhp.data import EpochPipeline
+
+    x, y = np.arange(103, dtype="float32").reshape(103, 1), np.arange(103)
+    pipeline = EpochPipeline(x, y, 1, rebatch=True, seed=0, whole_batches=True)
+    assert pipeline.steps(16) == 6 and pipeline.epoch_examples(16) == 96
+    seen = []
+    for epoch, batch in enumerate((16, 16, 20)):
+        inputs = pipeline.fit_inputs(batch, epoch)
+        assert len(inputs["x"]) == 103 - 103 % batch and inputs["batch_size"] == batch
+        np.testing.assert_array_equal(inputs["x"][:, 0], inputs["y"])  # rows stay paired
+        sizes = [int(b[0].shape[0]) for b in pipeline.dataset(batch, epoch)]
+        assert sizes == [batch] * (103 // batch)
+        seen.append(set(range(103)) - set(inputs["y"].tolist()))
+    assert seen[0] != seen[1], "the same examples were left out in two epochs"
+    # a batch larger than the data visits all of it once; without the option nothing is left out
+    assert pipeline.epoch_examples(200) == 103
+    assert EpochPipeline(x, y, 1, rebatch=True, seed=0).steps(16) == 7
+
+
 def test_count_examples():
     from keras_dynhp.data import count_examples
 

@@ -186,3 +186,39 @@ def test_counts_and_selection_across_flatten_drop_a_channel_with_its_last_featur
     assert chosen[1].tolist() == [True, False, True, False, True, False]  # channel 1 went whole
     assert chosen[0].tolist() == [True]  # ungated image channel never selected away
     assert penalty.smallest_params(layers, 1, links) == (1 + 1) + (1 * 2 + 2)
+
+
+def test_defaults_are_the_size_settings_and_louizos_alone_is_the_papers_model():
+    for build in (keras_dynhp.build_mlp, keras_dynhp.build_lenet5):
+        ours, paper = build(compile=False), build(penalty="louizos", compile=False)
+        assert ours.penalty == "size" and paper.penalty == "louizos"
+        assert {(layer.l0_lambda, layer.droprate_init) for layer in ours.gated_layers} == {(0.001, 0.2)}
+        assert {(layer.l0_lambda, layer.droprate_init) for layer in paper.gated_layers} == {(0.01, 0.5)}
+        given = build(penalty="louizos", l0_lambda=0.02, droprate_init=0.3, compile=False)  # given wins
+        assert {(layer.l0_lambda, layer.droprate_init) for layer in given.gated_layers} == {(0.02, 0.3)}
+    with pytest.raises(ValueError, match="penalty"):
+        keras_dynhp.build_mlp(penalty="l1")
+
+
+@pytest.mark.parametrize("build", ["mlp", "lenet5", "louizos"])
+def test_numpy_bookkeeping_equals_the_backends_values(build):
+    """The between-epoch figures (numpy=True, no compilation per width) are the in-graph ones."""
+    model = {"mlp": lambda: keras_dynhp.build_mlp([30, 20], seed=0, weight_decay=1e-3),
+             "lenet5": lambda: keras_dynhp.build_lenet5(filters=(4, 6), dense_units=12, seed=0, weight_decay=1e-3),
+             "louizos": lambda: keras_dynhp.build_mlp([30, 20], seed=0, penalty="louizos",
+                                                      weight_decay=1e-3)}[build]()
+    model.build((None,) + model.input_shape_)
+    rng = np.random.default_rng(0)
+    for layer in model.gated_layers:  # spread the gates over open, closed and in between
+        if layer.gate_inputs:
+            layer.log_alpha.assign(rng.normal(0, 2, layer.log_alpha.shape).astype("float32"))
+    for layer in model.gated_layers:
+        for method in ("gate_probability", "inference_gates", "l0_penalty", "expected_active_units"):
+            mine = getattr(layer, method)(numpy=True)
+            assert isinstance(mine, (np.ndarray, np.floating))
+            np.testing.assert_allclose(mine, ops.convert_to_numpy(getattr(layer, method)()), rtol=1e-5, atol=1e-7)
+    links = model.links()
+    for fn in (penalty.expected_params, penalty.size_penalty):
+        np.testing.assert_allclose(fn(model.gated_layers, links, numpy=True),
+                                   ops.convert_to_numpy(fn(model.gated_layers, links)), rtol=1e-5)
+    assert 0 < model.expected_bytes() < model.network_bytes()

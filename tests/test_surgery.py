@@ -77,7 +77,7 @@ def test_optimizer_moments_are_sliced_not_reset():
 
 
 def test_min_units_respected_with_huge_lambda():
-    model = _model(l0_lambda=1e4, learning_rate=0.05)
+    model = _model(l0_lambda=1e4, learning_rate=0.05, penalty="louizos")  # the weighting lambda was set for
     x, y = _data(256)
     history = model.fit(x, y, epochs=4, batch_size=16, mode="hp", min_units=3, verbose=0)
     sizes = np.array([history.history[f"units_{i}"] for i in range(3)])
@@ -116,8 +116,12 @@ def test_checkpoint_callback_after_pruning_epoch(tmp_path):
     loaded = keras.saving.load_model(ckpt)
     assert loaded.architecture() == model.architecture()
     assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations)
+    # the checkpoint holds the last epoch's cosine rate (half of 0.05); the fit put 0.05 back
+    assert float(loaded.optimizer.learning_rate) == pytest.approx(0.025)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.05)
     for a, b in zip(model.optimizer.variables, loaded.optimizer.variables):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
+        if "learning_rate" not in a.path:
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
     loaded.fit(x, y, epochs=3, initial_epoch=2, batch_size=16, mode="hp", verbose=0)
 
 

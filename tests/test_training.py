@@ -1,5 +1,6 @@
 """Integration tests on a real Fashion-MNIST subset (6,000 train / 2,000 test images)."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -147,7 +148,8 @@ def test_divergence_stops_with_a_clear_error_and_restores_the_last_epoch():
     before = [v.numpy().copy() for v in model.variables]
     before_opt = [v.numpy().copy() for v in model.optimizer.variables]
     with pytest.raises(training.DivergenceError, match=r"(at step \d+ of|during) epoch 2.*restored to the end of epoch 1"):
-        model.fit(x, y, epochs=2, initial_epoch=1, batch_size=16, verbose=0, seed=0)
+        model.fit(x, y, epochs=2, initial_epoch=1, batch_size=16, verbose=0, seed=0,
+                  learning_rate_decay=None)
     for a, v in zip(before, model.variables):
         np.testing.assert_array_equal(a, v.numpy())
     for a, v in zip(before_opt, model.optimizer.variables):  # moments, iterations, learning rate
@@ -190,7 +192,13 @@ def test_resumed_run_equals_an_uninterrupted_one(mode, tmp_path):
     straight = _tiny(l0_lambda=2.0, droprate_init=0.6)
     h = straight.fit(x, y, epochs=3, **kwargs)
     first = _tiny(l0_lambda=2.0, droprate_init=0.6)
-    first.fit(x, y, epochs=2, **kwargs)
+
+    class Interrupt(keras.callbacks.Callback):  # the run stops after epoch 2 of 3
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = epoch == 1
+
+    first.fit(x, y, epochs=3, callbacks=[Interrupt()], **kwargs)
+    assert first.training_state["epoch"] == 2
     first.save(tmp_path / "m.keras")
     resumed = keras_dynhp.load_model(tmp_path / "m.keras")
     h2 = resumed.fit(x, y, epochs=3, initial_epoch=2, **kwargs)
@@ -222,3 +230,36 @@ def test_progress_bar_logs_keeps_keras_figures():
     logs = {"loss": 1.0, "accuracy": 0.5, "val_loss": 1.1, "units_0": 3, "budget_multiplier": 0.0,
             "delivered_bytes": 10, "grad_var_l1": 2.0}
     assert training.progress_bar_logs(logs) == {"loss": 1.0, "accuracy": 0.5, "val_loss": 1.1}
+
+
+def test_learning_rate_falls_along_a_cosine_and_is_put_back(fashion_subset):
+    (x, y), _ = fashion_subset
+    x, y = x[:600], y[:600]
+    seen = []
+
+    class Rate(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 0:
+                seen.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+    model = keras_dynhp.build_mlp([16], seed=0, learning_rate=2e-3)
+    # hp with a model budget: the optimizer that each surgery builds runs at the epoch's rate
+    model.fit(x, y, epochs=4, mode="hp", batch_size=100, model_budget="30KB", verbose=0,
+              callbacks=[Rate()])
+    decay = training.LearningRateDecay(2e-3, 4)
+    np.testing.assert_allclose(seen, [decay.rate(e) for e in range(4)], rtol=1e-6)
+    assert seen[0] == pytest.approx(2e-3) and seen[-1] < 3e-4 < seen[1]
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(2e-3)
+    # resumed (a run stopped after epoch 2 of 4): the schedule goes on from the base the state kept
+    assert model.training_state["base_learning_rate"] == pytest.approx(2e-3)
+    model.training_state["epoch"] = 2
+    model.optimizer.learning_rate = 1e-5  # whatever the optimizer holds when the run stopped
+    seen.clear()
+    model.fit(x, y, epochs=4, initial_epoch=2, mode="hp", batch_size=100, verbose=0, callbacks=[Rate()])
+    np.testing.assert_allclose(seen, [decay.rate(2), decay.rate(3)], rtol=1e-6)
+    # None keeps the rate; a bad value is a clear error
+    seen.clear()
+    model.fit(x, y, epochs=2, mode="sp", batch_size=100, verbose=0, callbacks=[Rate()], learning_rate_decay=None)
+    assert seen == pytest.approx([2e-3, 2e-3])
+    with pytest.raises(ValueError, match="learning_rate_decay"):
+        model.fit(x, y, epochs=1, mode="sp", learning_rate_decay="linear")

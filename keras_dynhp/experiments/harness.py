@@ -227,7 +227,7 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
                budget_bytes=None, initial_batch_size=16, variance_every=1, sparsity=None, seed=0,
                verbose=2, callbacks=(), model_path=None, compact_path=None, tflite_path=None,
                quantization=None, resume=None, penalty="louizos", model_budget=None, tag=None,
-               accounting="paper"):
+               accounting="paper", learning_rate_decay=None):
     """Trains one configuration and returns its result record.
 
     "sp", "hp" and "dynhp" train :func:`keras_dynhp.build_mlp` with
@@ -249,6 +249,9 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
         gamma: Hard-pruning threshold (hp/dynhp).
         droprate_init: Initial drop rate of the gates (sp/hp/dynhp).
         learning_rate: Adam learning rate.
+        learning_rate_decay: sp/hp/dynhp: `fit`'s `learning_rate_decay`; None
+            (the default here) is the paper's constant rate, "cosine" the
+            library's default.
         budget_bytes: DynHP memory budget, bytes or a string such as "1433KiB".
         initial_batch_size: DynHP batch size of the first epoch.
         variance_every: DynHP measures the gradient variance every k steps.
@@ -381,6 +384,8 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
               "verbose": verbose, "callbacks": fit_callbacks}
     if gated and model_budget is not None:
         common["model_budget"] = model_budget
+    if gated:
+        common["learning_rate_decay"] = learning_rate_decay
     if initial_epoch < epochs:
         if not gated:
             model.fit(x, y, batch_size=int(value), **common)

@@ -197,21 +197,33 @@ class GatedLayer:
             self.gate_active_count.assign_add(active)
             self.gate_observations.assign_add(1.0)
 
-    def gate_probability(self):
-        """P(z_j > 0) for each input unit (eq. 4); ones without input gates."""
-        if not self.gate_inputs:
-            return ops.ones(self.log_alpha.shape)
-        return gates.gate_probability(self.log_alpha, self.temperature)
+    def gate_probability(self, numpy=False):
+        """P(z_j > 0) for each input unit (eq. 4); ones without input gates.
 
-    def inference_gates(self):
-        """The deterministic gates used at inference; ones without input gates."""
+        `numpy=True`: a NumPy array, computed without the backend (no
+        compilation for a new width: the bookkeeping between epochs).
+        """
+        xp = gates.NumpyOps if numpy else ops
         if not self.gate_inputs:
-            return ops.ones(self.log_alpha.shape)
-        return gates.deterministic_gate(self.log_alpha)
+            return xp.ones(self.log_alpha.shape)
+        return gates.gate_probability(self._value(self.log_alpha, numpy), self.temperature, xp=xp)
 
-    def expected_active_units(self):
-        """Expected number of non-zero gates, sum_j P(z_j > 0)."""
-        return ops.sum(self.gate_probability())
+    def inference_gates(self, numpy=False):
+        """The deterministic gates used at inference; ones without input gates (`numpy`: as above)."""
+        xp = gates.NumpyOps if numpy else ops
+        if not self.gate_inputs:
+            return xp.ones(self.log_alpha.shape)
+        return gates.deterministic_gate(self._value(self.log_alpha, numpy), xp=xp)
+
+    @staticmethod
+    def _value(variable, numpy):
+        """`variable` itself, or its value as a NumPy array when `numpy`."""
+        return ops.convert_to_numpy(variable) if numpy else variable
+
+    def expected_active_units(self, numpy=False):
+        """Expected number of non-zero gates, sum_j P(z_j > 0) (`numpy`: as :meth:`gate_probability`)."""
+        xp = gates.NumpyOps if numpy else ops
+        return xp.sum(self.gate_probability(numpy))
 
     def activation_rates(self):
         """a_j = active observations / all observations since the last reset (eq. 6).
@@ -226,7 +238,7 @@ class GatedLayer:
 
     def reset_gate_stats(self):
         """Resets the per-epoch gate counters."""
-        self.gate_active_count.assign(ops.zeros(self.gate_active_count.shape))
+        self.gate_active_count.assign(np.zeros(self.gate_active_count.shape, "float32"))
         self.gate_observations.assign(0.0)
 
     # -------------------------------------------------------- saving

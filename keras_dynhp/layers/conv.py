@@ -25,7 +25,7 @@ import numpy as np  # noqa: F401  (the docstring examples use it)
 from keras import ops
 
 from keras_dynhp.layers.base import GatedLayer, check_positive_int, register_gated_layer, slice_array
-from keras_dynhp.layers.gates import DEFAULT_TEMPERATURE
+from keras_dynhp.layers.gates import DEFAULT_TEMPERATURE, NumpyOps
 
 PADDINGS = ("valid", "same")
 
@@ -208,21 +208,24 @@ class L0Conv2D(GatedLayer, keras.layers.Layer):
         """kh * kw: the kernel entries one (input, output) channel pair holds."""
         return self.kernel_size[0] * self.kernel_size[1]
 
-    def l0_penalty(self):
+    def l0_penalty(self, numpy=False):
         """Expected-L0 penalty of this layer (eq. 5, weighted per gate by what it controls).
 
         `R = (1/N) * [sum_c P(z_c>0) * (l0_lambda * kh*kw*filters + weight_decay/2 *
         ||W[:, :, c, :]||^2) + weight_decay/2 * ||b||^2]`. With `penalty="size"`
         the `l0_lambda` term is left to the model (eq. 11); without input gates
-        only the weight decay is left.
+        only the weight decay is left. `numpy=True`: a NumPy value, computed
+        without the backend (see :meth:`gate_probability`).
         """
         per_gate = (self.l0_lambda * self.kernel_area * self.filters
                     if self.penalty == "louizos" and self.gate_inputs else 0.0)
+        xp = NumpyOps if numpy else ops
         if self.weight_decay:
-            per_gate = per_gate + 0.5 * self.weight_decay * ops.sum(ops.square(self.kernel), axis=(0, 1, 3))
-        penalty = ops.sum(self.gate_probability() * per_gate)
+            per_gate = per_gate + 0.5 * self.weight_decay * xp.sum(
+                xp.square(self._value(self.kernel, numpy)), axis=(0, 1, 3))
+        penalty = xp.sum(self.gate_probability(numpy) * per_gate)
         if self.weight_decay and self.use_bias:
-            penalty = penalty + 0.5 * self.weight_decay * ops.sum(ops.square(self.bias))
+            penalty = penalty + 0.5 * self.weight_decay * xp.sum(xp.square(self._value(self.bias, numpy)))
         return penalty / float(self.dataset_size or 1)
 
     # --------------------------------------------- the GatedLayer interface

@@ -11,7 +11,7 @@ import numpy as np  # noqa: F401  (the docstring examples use it)
 from keras import ops
 
 from keras_dynhp.layers.base import GatedLayer, check_positive_int, register_gated_layer, slice_array
-from keras_dynhp.layers.gates import DEFAULT_TEMPERATURE
+from keras_dynhp.layers.gates import DEFAULT_TEMPERATURE, NumpyOps
 
 
 @register_gated_layer(keras.layers.Dense)
@@ -158,7 +158,7 @@ class L0Dense(GatedLayer, keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.units)
 
-    def l0_penalty(self):
+    def l0_penalty(self, numpy=False):
         """Expected-L0 penalty of this layer, added to the mean data loss (eq. 5).
 
         `R = (1/N) * [sum_j P(z_j>0) * (l0_lambda * units + weight_decay/2 * ||W_j||^2)
@@ -167,13 +167,14 @@ class L0Dense(GatedLayer, keras.layers.Layer):
         `penalty="size"` the `l0_lambda` term is left to the model (eq. 11).
         """
         per_gate = self.l0_lambda * self.units if self.penalty == "louizos" else 0.0
+        xp = NumpyOps if numpy else ops
         if self.weight_decay:
-            per_gate = per_gate + 0.5 * self.weight_decay * ops.sum(
-                ops.square(self.kernel), axis=1
+            per_gate = per_gate + 0.5 * self.weight_decay * xp.sum(
+                xp.square(self._value(self.kernel, numpy)), axis=1
             )
-        penalty = ops.sum(self.gate_probability() * per_gate)
+        penalty = xp.sum(self.gate_probability(numpy) * per_gate)
         if self.weight_decay and self.use_bias:
-            penalty = penalty + 0.5 * self.weight_decay * ops.sum(ops.square(self.bias))
+            penalty = penalty + 0.5 * self.weight_decay * xp.sum(xp.square(self._value(self.bias, numpy)))
         return penalty / float(self.dataset_size or 1)
 
     # --------------------------------------------- the GatedLayer interface

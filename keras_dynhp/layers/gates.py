@@ -85,6 +85,34 @@ def uniform_noise(shape, seed):
     return EPSILON + (1.0 - 2.0 * EPSILON) * u
 
 
+class NumpyOps:
+    """The few `keras.ops` the gate maths use, in NumPy (float32), with their names.
+
+    For the bookkeeping between epochs (gate probabilities, expected and
+    delivered sizes, the penalty's value for the logs): through `keras.ops` a
+    compiling backend (JAX) compiles every such op anew for each new layer
+    width, i.e. after every surgery. Pass `xp=NumpyOps` to the functions
+    below (and `numpy=True` to the layers' methods) to compute them here.
+    """
+
+    sum = staticmethod(np.sum)
+    square = staticmethod(np.square)
+    log = staticmethod(np.log)
+    exp = staticmethod(np.exp)
+    maximum = staticmethod(np.maximum)
+    matmul = staticmethod(np.matmul)
+    clip = staticmethod(np.clip)
+
+    @staticmethod
+    def sigmoid(x):
+        x = np.asarray(x, "float32")
+        return (1.0 / (1.0 + np.exp(-x))).astype("float32")
+
+    @staticmethod
+    def ones(shape):
+        return np.ones(shape, "float32")
+
+
 def hard_concrete_sample(log_alpha, u, temperature=DEFAULT_TEMPERATURE):
     """Draws hard-concrete gates from uniform noise (paper eq. 3-4).
 
@@ -100,17 +128,23 @@ def hard_concrete_sample(log_alpha, u, temperature=DEFAULT_TEMPERATURE):
     return ops.clip(s * (LIMIT_HIGH - LIMIT_LOW) + LIMIT_LOW, 0.0, 1.0)
 
 
-def deterministic_gate(log_alpha):
-    """Inference-time gate: clip(sigmoid(log_alpha) * (zeta - gamma) + gamma, 0, 1)."""
-    return ops.clip(
-        ops.sigmoid(log_alpha) * (LIMIT_HIGH - LIMIT_LOW) + LIMIT_LOW, 0.0, 1.0
+def deterministic_gate(log_alpha, xp=ops):
+    """Inference-time gate: clip(sigmoid(log_alpha) * (zeta - gamma) + gamma, 0, 1).
+
+    `xp`: `keras.ops` (tensors) or :class:`NumpyOps` (NumPy arrays).
+    """
+    return xp.clip(
+        xp.sigmoid(log_alpha) * (LIMIT_HIGH - LIMIT_LOW) + LIMIT_LOW, 0.0, 1.0
     )
 
 
-def gate_probability(log_alpha, temperature=DEFAULT_TEMPERATURE):
-    """P(z > 0) = 1 - Q(0) = sigmoid(log_alpha - beta * log(-gamma / zeta)) (eq. 4)."""
+def gate_probability(log_alpha, temperature=DEFAULT_TEMPERATURE, xp=ops):
+    """P(z > 0) = 1 - Q(0) = sigmoid(log_alpha - beta * log(-gamma / zeta)) (eq. 4).
+
+    `xp`: `keras.ops` (tensors) or :class:`NumpyOps` (NumPy arrays).
+    """
     shift = temperature * math.log(-LIMIT_LOW / LIMIT_HIGH)
-    return ops.sigmoid(log_alpha - shift)
+    return xp.sigmoid(log_alpha - shift)
 
 
 @keras.saving.register_keras_serializable(package="keras_dynhp")
