@@ -29,10 +29,11 @@ def test_target_schedule_is_cubic_from_start_to_budget_by_the_deadline():
     assert not budget.enforced_after(2) and budget.enforced_after(3) and budget.enforced_after(5)
 
 
-def test_default_deadline_leaves_recovery_epochs():
+def test_default_deadline_is_a_quarter_of_the_epochs_without_recovery():
     budget = ModelBudget("250KB")
     budget.resolve(epochs=20, start_bytes=1_000_000)
-    assert budget.deadline == 14 and budget.start_bytes == 1_000_000
+    assert budget.deadline == 4 and budget.start_bytes == 1_000_000
+    assert not budget.recover and not budget.recovering(10)
     one = ModelBudget("250KB")
     one.resolve(epochs=1, start_bytes=10)
     assert one.deadline == 0
@@ -94,7 +95,8 @@ def test_fit_delivers_a_network_within_the_budget_in_every_mode(mode):
     x, y = _data()
     model = _model()
     kwargs = {"memory_budget": "64KiB", "initial_batch_size": 16} if mode == "dynhp" else {"batch_size": 32}
-    history = model.fit(x, y, epochs=4, mode=mode, model_budget="1.2KB", verbose=0, seed=0, **kwargs)
+    budget = ModelBudget("1.2KB", deadline_fraction=0.75)  # a schedule over 3 epochs (default: 1)
+    history = model.fit(x, y, epochs=4, mode=mode, model_budget=budget, verbose=0, seed=0, **kwargs)
     logs = history.history
     assert logs["delivered_bytes"][-1] <= 1200
     # every epoch ends within its scheduled target (eq. 12)
@@ -149,7 +151,7 @@ def test_recovery_epochs_train_with_deterministic_gates_and_no_pruning():
         def on_epoch_begin(self, epoch, logs=None):
             seen.append([layer.deterministic_training for layer in model.gated_layers])
 
-    budget = ModelBudget(2000, deadline=1, multiplier_lr=0.5)
+    budget = ModelBudget(2000, deadline=1, multiplier_lr=0.5, recover=True)
     history = model.fit(x, y, epochs=4, batch_size=32, mode="hp", model_budget=budget, verbose=0, seed=0,
                         callbacks=[Record()])
     assert [all(s) for s in seen] == [False, False, True, True]
