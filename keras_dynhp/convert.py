@@ -22,6 +22,7 @@ import warnings
 import keras
 
 from keras_dynhp.layers.base import registered_gated_layers
+from keras_dynhp.penalty import DEFAULT_PENALTY, resolve_settings
 
 
 def _chain_layers(model):
@@ -73,18 +74,27 @@ def _check_layer(layer, registry):
             "`weight_decay` for an L2 penalty on the gated weights).", UserWarning, stacklevel=3)
 
 
-def prune(model, l0_lambda=0.01, droprate_init=0.5, penalty="louizos", weight_decay=0.0,
+#: `prune`'s default initial drop rate: every inference gate then reads 1, so a trained model
+#: converted with the defaults predicts exactly as before (see `droprate_init`).
+PRUNE_DROPRATE = 0.05
+
+
+def prune(model, l0_lambda=None, droprate_init=PRUNE_DROPRATE, penalty=DEFAULT_PENALTY, weight_decay=0.0,
           seed=None, compile=True, name=None):
     """Converts a Keras model's Dense chain into a DynHPModel (gated layers, weights carried over).
 
     Args:
         model: A built `keras.Sequential` or functional model (see the module
             docstring for what is supported).
-        l0_lambda: L0 strength, a float or one value per layer.
-        droprate_init: Initial drop rate of the gates. The inference gate of a
-            unit is 1 when `droprate_init` <= 0.08, so the converted model then
-            predicts exactly as the original before training.
-        penalty: "louizos" or "size" (:mod:`keras_dynhp.penalty`).
+        l0_lambda: L0 strength, a float or one value per layer (None: the
+            penalty's setting, 0.001 for "size", 0.01 for "louizos";
+            :data:`keras_dynhp.penalty.SETTINGS`).
+        droprate_init: Initial drop rate of the gates (default 0.05). The
+            inference gate of a unit is 1 when `droprate_init` <= 0.08, so the
+            converted model then predicts exactly as the original before
+            training (a trained model is not perturbed by the conversion).
+        penalty: "size" (the default, as :func:`keras_dynhp.build_mlp`) or
+            "louizos" (:mod:`keras_dynhp.penalty`).
         weight_decay: L2 strength on the gated weights.
         seed: Seed of the gate parameters and noise.
         compile: Compile like `model` (its loss, metrics, loss weights, and a
@@ -130,6 +140,7 @@ def prune(model, l0_lambda=0.01, droprate_init=0.5, penalty="louizos", weight_de
     if connectors[-1]:
         raise ValueError(f"Layer '{connectors[-1][0].name}' follows the last Dense layer: `prune` needs the "
                          "model to end with a Dense (or Conv2D) layer.")
+    penalty, l0_lambda, droprate_init = resolve_settings(penalty, l0_lambda, droprate_init)
     lambdas = list(l0_lambda) if isinstance(l0_lambda, (list, tuple)) else [l0_lambda] * len(gated_plain)
     if len(lambdas) != len(gated_plain):
         raise ValueError(f"`l0_lambda` needs one value per layer ({len(gated_plain)}); received {len(lambdas)}.")

@@ -570,7 +570,9 @@ class DynHPModel(backend.trainer(), keras.Model):
                 (:class:`~keras_dynhp.training.LearningRateDecay`; the best
                 measured); the rate is put back when the fit ends. None keeps
                 the optimizer's rate (the paper's constant Adam 1e-3). An
-                optimizer compiled with a schedule of its own keeps it either way.
+                optimizer compiled with a schedule of its own keeps it either way,
+                and so do fits given a `LearningRateScheduler` or
+                `ReduceLROnPlateau` callback (the user's rule wins).
             model_budget: The most bytes the trained network may store (paper
                 accounting: 4 bytes per weight and bias), as bytes, a string
                 such as "250KB" (KB = 1000 B), or a
@@ -643,7 +645,8 @@ class DynHPModel(backend.trainer(), keras.Model):
             raise ValueError(f"`learning_rate_decay` must be one of {training.LEARNING_RATE_DECAYS}; "
                              f"received {learning_rate_decay!r}.")
         decay = None
-        if learning_rate_decay is not None and training.LearningRateDecay.decayable(self.optimizer):
+        if (learning_rate_decay is not None and training.LearningRateDecay.decayable(self.optimizer)
+                and not training.sets_learning_rate(callbacks)):
             base = self.training_state.get("base_learning_rate") if resuming else None
             decay = training.LearningRateDecay(
                 base if base is not None else float(ops.convert_to_numpy(self.optimizer.learning_rate)), epochs)

@@ -133,6 +133,12 @@ class LearningRateDecay:
         return isinstance(getattr(optimizer, "_learning_rate", None), keras.Variable)
 
 
+def sets_learning_rate(callbacks):
+    """Whether `callbacks` hold Keras's own learning-rate callbacks (then `fit` leaves the rate to them)."""
+    kinds = (keras.callbacks.LearningRateScheduler, keras.callbacks.ReduceLROnPlateau)
+    return any(isinstance(cb, kinds) for cb in callbacks or [])
+
+
 class PruningWarning(UserWarning):
     """Hard pruning removed a large part of a layer in one epoch, or brought it down to `min_units`."""
 

@@ -25,7 +25,9 @@ def _sequential(compile=True):
 def test_prune_carries_weights_and_predicts_like_the_original_with_open_gates():
     base = _sequential()
     x, _ = _data()
-    model = keras_dynhp.prune(base, droprate_init=0.05, seed=0)
+    model = keras_dynhp.prune(base, seed=0)  # the defaults: open gates, the size penalty
+    assert {(g.droprate_init, g.l0_lambda) for g in model.gated_layers} == {(0.05, 0.001)}
+    assert model.penalty == "size"
     assert isinstance(model, keras_dynhp.DynHPModel) and model.name == "mine_dynhp"
     assert model.architecture() == [20, 12, 8, 4]
     for gated, dense in zip(model.gated_layers, base.layers):

@@ -263,3 +263,8 @@ def test_learning_rate_falls_along_a_cosine_and_is_put_back(fashion_subset):
     assert seen == pytest.approx([2e-3, 2e-3])
     with pytest.raises(ValueError, match="learning_rate_decay"):
         model.fit(x, y, epochs=1, mode="sp", learning_rate_decay="linear")
+    # a learning-rate callback of the user's own wins over the default decay
+    seen.clear()
+    halve = keras.callbacks.LearningRateScheduler(lambda epoch, rate: 1e-3 / (epoch + 1))
+    model.fit(x, y, epochs=3, mode="sp", batch_size=100, verbose=0, callbacks=[halve, Rate()])
+    assert seen == pytest.approx([1e-3, 5e-4, 1e-3 / 3])
