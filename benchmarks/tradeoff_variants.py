@@ -35,48 +35,55 @@ LENET = 266_610
 
 #: name -> {"build": build_mlp kwargs, "fit": fit kwargs, "budget": ModelBudget kwargs,
 #:          "best": restore the best validation epoch that fits M}. Every setting is spelled
-#: out (none is left to the library's defaults), so a result stays what its name says.
+#: out (none is left to the library's defaults), so a result stays what its name says;
+#: "defaults" alone takes the library's defaults of the commit its result records.
 PAPER_GATES = {"penalty": "louizos", "l0_lambda": 0.01, "droprate_init": 0.5}
 SIZE = {"penalty": "size", "l0_lambda": 0.001}
 CONSTANT, COSINE = {"learning_rate_decay": None}, {"learning_rate_decay": "cosine"}
 VARIANTS = {
     # the compress100 profile as it ran in session 6
     "paper_compress100": {"build": {**SIZE, "droprate_init": 0.5}, "fit": CONSTANT,
-                          "budget": {"deadline_fraction": 0.75}},
-    "drop02": {"build": {**SIZE, "droprate_init": 0.2}, "fit": CONSTANT, "budget": {"deadline_fraction": 0.75}},
-    "early": {"build": {**SIZE, "droprate_init": 0.2}, "fit": CONSTANT, "budget": {"deadline_fraction": 0.25}},
-    "early_cos": {"build": {**SIZE, "droprate_init": 0.2}, "fit": COSINE, "budget": {"deadline_fraction": 0.25}},
+                          "budget": {"deadline_fraction": 0.75, "recover": True}},
+    "drop02": {"build": {**SIZE, "droprate_init": 0.2}, "fit": CONSTANT,
+               "budget": {"deadline_fraction": 0.75, "recover": True}},
+    "early": {"build": {**SIZE, "droprate_init": 0.2}, "fit": CONSTANT,
+              "budget": {"deadline_fraction": 0.25, "recover": True}},
+    "early_cos": {"build": {**SIZE, "droprate_init": 0.2}, "fit": COSINE,
+                  "budget": {"deadline_fraction": 0.25, "recover": True}},
     "early_cos_norec": {"build": {**SIZE, "droprate_init": 0.2}, "fit": COSINE,
                         "budget": {"deadline_fraction": 0.25, "recover": False}},
     "early_cos_best": {"build": {**SIZE, "droprate_init": 0.2}, "fit": COSINE,
-                       "budget": {"deadline_fraction": 0.25}, "best": True},
+                       "budget": {"deadline_fraction": 0.25, "recover": True}, "best": True},
     # the library's defaults: build_mlp([300, 100]) and fit(mode="dynhp", memory_budget=C,
     # model_budget=M) with nothing else (C: SP's memory per epoch at the paper's batch)
     "defaults": {"defaults": True},
     # the SP references (the paper's batch, the full network, no model budget)
     "sp_ref": {"mode": "sp", "build": {**SIZE, "droprate_init": 0.2}, "fit": COSINE},
     "sp_ref_paper": {"mode": "sp", "build": PAPER_GATES, "fit": CONSTANT},
-    "vearly_cos": {"build": {**SIZE, "droprate_init": 0.2}, "fit": COSINE, "budget": {"deadline_fraction": 0.1}},
+    "vearly_cos": {"build": {**SIZE, "droprate_init": 0.2}, "fit": COSINE,
+                   "budget": {"deadline_fraction": 0.1, "recover": True}},
     "early_cos_a997": {"build": {**SIZE, "droprate_init": 0.2}, "fit": {**COSINE, "alpha_bs": 0.997},
-                       "budget": {"deadline_fraction": 0.25}},
+                       "budget": {"deadline_fraction": 0.25, "recover": True}},
     "mid_cos_a997": {"build": {**SIZE, "droprate_init": 0.2}, "fit": {**COSINE, "alpha_bs": 0.997},
-                     "budget": {"deadline_fraction": 0.5}},
+                     "budget": {"deadline_fraction": 0.5, "recover": True}},
     "late_cos_a997": {"build": {**SIZE, "droprate_init": 0.2}, "fit": {**COSINE, "alpha_bs": 0.997},
-                      "budget": {"deadline_fraction": 0.75}},
+                      "budget": {"deadline_fraction": 0.75, "recover": True}},
     "early_cos_a997_norec": {"build": {**SIZE, "droprate_init": 0.2}, "fit": {**COSINE, "alpha_bs": 0.997},
                              "budget": {"deadline_fraction": 0.25, "recover": False}},
     "early_cos_a997_norec_drop05": {"build": {**SIZE, "droprate_init": 0.5}, "fit": {**COSINE, "alpha_bs": 0.997},
                                     "budget": {"deadline_fraction": 0.25, "recover": False}},
+    "early_cos_a998_norec": {"build": {**SIZE, "droprate_init": 0.2}, "fit": {**COSINE, "alpha_bs": 0.998},
+                             "budget": {"deadline_fraction": 0.25, "recover": False}},
     "early_cos_lr2": {"build": {**SIZE, "droprate_init": 0.2, "learning_rate": 2e-3}, "fit": COSINE,
-                      "budget": {"deadline_fraction": 0.25}},
+                      "budget": {"deadline_fraction": 0.25, "recover": True}},
     "early_cos_a995": {"build": {**SIZE, "droprate_init": 0.2}, "fit": {**COSINE, "alpha_bs": 0.995},
-                       "budget": {"deadline_fraction": 0.25}},
+                       "budget": {"deadline_fraction": 0.25, "recover": True}},
     "early_cos_lam3e-4": {"build": {"penalty": "size", "l0_lambda": 3e-4, "droprate_init": 0.2}, "fit": COSINE,
-                          "budget": {"deadline_fraction": 0.25}},
+                          "budget": {"deadline_fraction": 0.25, "recover": True}},
     "early_cos_lam3e-3": {"build": {"penalty": "size", "l0_lambda": 3e-3, "droprate_init": 0.2}, "fit": COSINE,
-                          "budget": {"deadline_fraction": 0.25}},
+                          "budget": {"deadline_fraction": 0.25, "recover": True}},
     "early_cos_drop01": {"build": {**SIZE, "droprate_init": 0.1}, "fit": COSINE,
-                         "budget": {"deadline_fraction": 0.25}},
+                         "budget": {"deadline_fraction": 0.25, "recover": True}},
 }
 
 
