@@ -235,7 +235,7 @@ class FixedBatchSize:
 
 #: The default alpha_bs of `fit` and the CLI: the best measured (slow growth keeps the training
 #: memory low; docs/reproduction.md, "Choosing the defaults"). The paper's are 0.971-0.989.
-DEFAULT_ALPHA_BS = 0.997
+DEFAULT_ALPHA_BS = 0.998
 
 
 @keras.saving.register_keras_serializable(package="keras_dynhp")

@@ -536,7 +536,7 @@ class DynHPModel(backend.trainer(), keras.Model):
             min_units: No gated layer drops below this many input units.
             prune_start_epoch: First epoch (0-based) at whose end pruning happens.
             alpha_bs: DynHP smoothing parameter in [0, 1) (eq. 8); the default
-                0.997 grows the batch slowly (the best measured; the paper's
+                0.998 grows the batch slowly (the best measured; the paper's
                 values are 0.971-0.989).
             memory_budget: DynHP budget, bytes or a string like "1433KiB".
             accounting: What `memory_budget` counts (dynhp): "paper" (weights and

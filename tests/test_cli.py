@@ -61,7 +61,7 @@ def test_export_and_report(run_dir, tmp_path, capsys):
     assert cli.main(["report", run_dir]) == 0
     out = capsys.readouterr().out
     assert "|" in out  # the Markdown table
-    assert "- DynHP a=0.997: architecture" in out and "written to" in out  # the notes, the files (default alpha)
+    assert "- DynHP a=0.998: architecture" in out and "written to" in out  # the notes, the files (default alpha)
     assert os.path.getsize(os.path.join(run_dir, "units.png")) > 0
 
 
