@@ -84,6 +84,16 @@ VARIANTS = {
                           "budget": {"deadline_fraction": 0.25, "recover": True}},
     "early_cos_drop01": {"build": {**SIZE, "droprate_init": 0.1}, "fit": COSINE,
                          "budget": {"deadline_fraction": 0.25, "recover": True}},
+    # session 8: regularisation of the small network (the defaults of 5cb1a68 plus one setting)
+    "a998_wd10": {"build": {**SIZE, "droprate_init": 0.2, "weight_decay": 10.0}, "fit": {**COSINE, "alpha_bs": 0.998},
+                  "budget": {"deadline_fraction": 0.25, "recover": False}},
+    "a998_wd50": {"build": {**SIZE, "droprate_init": 0.2, "weight_decay": 50.0}, "fit": {**COSINE, "alpha_bs": 0.998},
+                  "budget": {"deadline_fraction": 0.25, "recover": False}},
+    # the trade-off figure: the library's defaults at other model budgets (paper "MBytes": KiB / 1000)
+    **{f"defaults_{mb:.2f}MB": {"defaults": True, "model_budget": int(mb * 1000 * 1024)}
+       for mb in (0.07, 0.14, 0.21, 0.4)},
+    "a998_adamw01": {"build": {**SIZE, "droprate_init": 0.2}, "adamw": 0.1, "fit": {**COSINE, "alpha_bs": 0.998},
+                     "budget": {"deadline_fraction": 0.25, "recover": False}},
 }
 
 
@@ -110,15 +120,20 @@ def run(dataset, name, epochs, seed, val, out):
     (x, y), (xt, yt) = load_data(dataset)
     x, y, xv, yv = x[:-val], y[:-val], x[-val:], y[-val:]
     keras.utils.set_random_seed(seed)
-    model = keras_dynhp.build_mlp([300, 100], seed=seed, **spec.get("build", {}))
+    build = dict(spec.get("build", {}))
+    if spec.get("adamw"):  # decoupled weight decay on kernels only (not gates, not biases)
+        build["optimizer"] = keras.optimizers.AdamW(learning_rate=1e-3, weight_decay=spec["adamw"])
+        build["optimizer"].exclude_from_weight_decay(var_names=["log_alpha", "bias"])
+    model = keras_dynhp.build_mlp([300, 100], seed=seed, **build)
     sp_epoch = 4 * (LENET + paper["sp_batch"] * 784)
     mode = spec.get("mode", "dynhp")
     budget = None if mode == "sp" else keras_dynhp.ModelBudget(paper["model_budget"], **spec.get("budget", {}))
     if spec.get("defaults"):
-        budget = paper["model_budget"]
+        budget = spec.get("model_budget", paper["model_budget"])
     callbacks = []
     tmp = tempfile.mkdtemp()
     best = _Best(os.path.join(tmp, "best.keras"), paper["model_budget"]) if spec.get("best") else None
+    max_bytes = spec.get("model_budget", paper["model_budget"])
     callbacks += [best] if best else []
     fit = ({"batch_size": paper["sp_batch"]} if mode == "sp" else
            {"alpha_bs": paper["alpha_bs"], "memory_budget": sp_epoch}) | spec.get("fit", {})
@@ -143,7 +158,8 @@ def run(dataset, name, epochs, seed, val, out):
         "dataset": dataset, "variant": name, "spec": spec, "epochs": epochs, "seed": seed,
         "validation": val, "test_error_pct": error, "model_bytes": 4 * compact.count_params(),
         "architecture": model.architecture(), "training_bytes": training,
-        "sp_training_bytes": sp_epoch * epochs, "memory_vs_sp_pct": 100 * (training / (sp_epoch * epochs) - 1),
+        "sp_training_bytes": sp_epoch * epochs, "model_budget_bytes": None if mode == "sp" else max_bytes,
+        "memory_vs_sp_pct": 100 * (training / (sp_epoch * epochs) - 1),
         "selected_epoch": None if best is None else best.epoch,
         "best_val_error_pct": 100 * (1 - max(h["val_accuracy"])), "seconds": seconds, "history": h,
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -179,6 +195,57 @@ def table(out, epochs=None):
     return "\n".join(lines)
 
 
+def tradeoff_points(out, epochs=30):
+    """Per data set, the trade-off runs (`defaults_*MB`, and `defaults` at the paper's size) of `epochs`:
+    [(model MBytes, test error %, training memory vs SP %, variant, seed)], smallest model first."""
+    points = {}
+    for name in sorted(os.listdir(out)):
+        if not name.endswith(".json"):
+            continue
+        r = json.load(open(os.path.join(out, name)))
+        if r["epochs"] != epochs or not (r["variant"] == "defaults" or r["variant"].startswith("defaults_")):
+            continue
+        points.setdefault(r["dataset"], []).append(
+            (r["model_bytes"] / 1024 / 1000, r["test_error_pct"], r["memory_vs_sp_pct"], r["variant"], r["seed"]))
+    return {k: sorted(v) for k, v in points.items()}
+
+
+def figure(out, path, epochs=30):
+    """Test error and training memory against model size: our runs through the defaults, the paper's rows."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from keras_dynhp.experiments.reproduce import PAPER_TABLE
+
+    points = tradeoff_points(out, epochs)
+    fig = Figure(figsize=(10, 7.5))
+    FigureCanvasAgg(fig)
+    for col, dataset in enumerate(("mnist", "fashion_mnist")):
+        ours = points.get(dataset, [])
+        paper = PAPER_TABLE[dataset]
+        sp_memory = paper[0][3]
+        dyn = [row for row in paper if row[0].startswith("DynHP")]
+        top, bottom = fig.add_subplot(2, 2, col + 1), fig.add_subplot(2, 2, col + 3)
+        if ours:
+            size, error, mem = (np.array([p[i] for p in ours]) for i in range(3))
+            top.plot(size, error, "o-", label=f"keras_dynhp defaults, {epochs} epochs")
+            bottom.plot(size, mem, "o-", label=f"keras_dynhp defaults, {epochs} epochs")
+        top.plot([r[2] for r in dyn], [r[1] for r in dyn], "s", label="paper DynHP (2000 epochs)")
+        top.axhline(paper[0][1], color="grey", ls="--", lw=1, label=f"paper {paper[0][0]}")
+        bottom.plot([r[2] for r in dyn], [100 * (r[3] / sp_memory - 1) for r in dyn], "s",
+                    label="paper DynHP (2000 epochs)")
+        top.set_title(dataset.replace("_", "-").replace("mnist", "MNIST").replace("fashion", "Fashion"))
+        top.set_ylabel("test error %")
+        bottom.set_ylabel("training memory vs SP %")
+        for ax in (top, bottom):
+            ax.set_xlabel('model size (paper "MBytes", KiB / 1000)')
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return points
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="fashion_mnist", choices=sorted(PAPER))
@@ -188,9 +255,15 @@ def main():
     parser.add_argument("--validation", type=int, default=5000)
     parser.add_argument("--output", default="benchmarks/results/tradeoff")
     parser.add_argument("--table", action="store_true", help="print the table of the results in --output")
+    parser.add_argument("--figure", metavar="PNG", help="draw the trade-off figure of the --epochs (30) runs")
     args = parser.parse_args()
     if args.table:
         print(table(args.output, args.epochs))
+        return
+    if args.figure:
+        for dataset, rows in figure(args.output, args.figure, args.epochs or 30).items():
+            for size, error, mem, name, seed in rows:
+                print(f"{dataset} {name} seed {seed}: {size:.3f} MB, test {error:.2f} %, memory {mem:+.1f} %")
         return
     for seed in args.seeds:
         for name in args.variants:

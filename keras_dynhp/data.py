@@ -243,6 +243,48 @@ def check_element_spec(dataset, input_dim, name="x"):
         raise TypeError(f"The dataset `{name}` must yield numeric labels (class ids); received {y_spec}.")
 
 
+def check_sample_weight(sample_weight, n):
+    """Per-example loss weights as a float32 vector of length `n` (Keras's `sample_weight`).
+
+    Raises:
+        ValueError: For a shape other than `(n,)`, or values that are negative,
+            NaN or infinite.
+    """
+    w = np.asarray(sample_weight)
+    if w.dtype.kind not in "fiub":
+        raise ValueError(f"`sample_weight` must hold numbers; received dtype {w.dtype}.")
+    w = w.astype("float32")
+    if w.shape != (n,):
+        raise ValueError(f"`sample_weight` must have one weight per example, shape ({n},); "
+                         f"received shape {w.shape}.")
+    bad = ~np.isfinite(w) | (w < 0)
+    if bad.any():
+        raise ValueError(f"`sample_weight` must be finite and >= 0; example {int(np.flatnonzero(bad)[0])} "
+                         f"has {w[bad][0]}.")
+    return w
+
+
+def class_weight_to_sample_weight(class_weight, y):
+    """Keras's `class_weight`: each example weighs its class's value (1 for classes not in the dict).
+
+    Raises:
+        ValueError: For a `class_weight` that is not a dict of class ids to numbers.
+    """
+    if not isinstance(class_weight, dict):
+        raise ValueError(f"`class_weight` must be a dict {{class id: weight}}; received {type(class_weight).__name__}.")
+    y = np.asarray(y)
+    labels = y.argmax(-1) if y.ndim == 2 else y.reshape(len(y))
+    w = np.ones(len(labels), "float32")
+    for label, weight in class_weight.items():
+        if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
+            raise ValueError(f"`class_weight` keys must be class ids (integers); received {label!r}.")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(weight) or weight < 0:
+            raise ValueError(f"`class_weight[{label}]` must be a finite number >= 0; received {weight!r}.")
+        w[labels == label] = weight
+    return w
+
+
 def epoch_order(n, seed, epoch):
     """The order in which epoch `epoch` visits `n` examples: a permutation seeded by (seed, epoch).
 
@@ -275,6 +317,8 @@ class EpochPipeline:
             between epochs, and on a compiling backend each new step shape
             (the last partial batch too) costs a compilation. Arrays and
             unbatched datasets only.
+        sample_weight: Per-example loss weights of the arrays (Keras's
+            `sample_weight`; a dataset carries its own as `(x, y, w)` elements).
 
     Attributes:
         n: Number of training examples (the N of the L0 penalty, eq. 5).
@@ -293,8 +337,9 @@ class EpochPipeline:
     """
 
     def __init__(self, x, y, input_dim, rebatch=False, shuffle=True, seed=None, num_classes=None,
-                 whole_batches=False):
+                 whole_batches=False, sample_weight=None):
         self._fixed = None
+        self._weights = None
         self.multiple = 1
         self.whole_batches = bool(whole_batches)
         self._shuffle = shuffle
@@ -330,6 +375,8 @@ class EpochPipeline:
                 raise ValueError(f"`x` and `y` have different lengths: {len(x)} and {len(y)}.")
             y = check_labels(y, len(x), num_classes)
             self.n, self._source, self._arrays = len(x), None, (x, y)
+            if sample_weight is not None:
+                self._weights = check_sample_weight(sample_weight, len(x))
 
     def steps(self, batch_size):
         """Steps of one epoch at `batch_size` (None when unknown)."""
@@ -362,7 +409,10 @@ class EpochPipeline:
             _check_batch_size(batch_size)
             x, y = self._arrays
             order = self.order(epoch, batch_size)
-            return {"x": x[order], "y": y[order], "batch_size": int(batch_size)}
+            inputs = {"x": x[order], "y": y[order], "batch_size": int(batch_size)}
+            if self._weights is not None:
+                inputs["sample_weight"] = self._weights[order]
+            return inputs
         return {"x": self.dataset(batch_size, epoch)}
 
     def dataset(self, batch_size, epoch=0):
@@ -381,7 +431,8 @@ class EpochPipeline:
             return ds.prefetch(tf.data.AUTOTUNE)
         x, y = self._arrays
         order = self.order(epoch, batch_size)
-        return tf.data.Dataset.from_tensor_slices((x[order], y[order])).batch(int(batch_size))
+        arrays = (x[order], y[order]) + (() if self._weights is None else (self._weights[order],))
+        return tf.data.Dataset.from_tensor_slices(arrays).batch(int(batch_size))
 
 
 def _check_batch_size(batch_size):
@@ -426,7 +477,8 @@ def validation_inputs(validation_data, input_dim, batch_size=None, num_classes=N
     """Keras `fit`'s validation arguments for `validation_data`, checked.
 
     Args:
-        validation_data: None, `(x_val, y_val)` arrays or a batched `tf.data.Dataset`.
+        validation_data: None, `(x_val, y_val)` or `(x_val, y_val, sample_weight_val)`
+            arrays, or a batched `tf.data.Dataset`.
         input_dim: Width of one input example.
         batch_size: Batch size for arrays (default 256).
         num_classes: Labels must be class ids in [0, num_classes) (None: no check).
@@ -441,8 +493,12 @@ def validation_inputs(validation_data, input_dim, batch_size=None, num_classes=N
     if is_dataset(validation_data):
         check_element_spec(validation_data, input_dim, name="validation_data")
         return {"validation_data": checked_labels(validation_data, num_classes)}
-    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-        raise ValueError("`validation_data` must be a tuple (x_val, y_val) or a tf.data.Dataset.")
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+        raise ValueError("`validation_data` must be a tuple (x_val, y_val), (x_val, y_val, sample_weight_val) "
+                         "or a tf.data.Dataset.")
     xv = check_inputs(validation_data[0], input_dim, name="validation_data[0]")
     yv = check_labels(validation_data[1], len(xv), num_classes, name="validation_data[1]")
-    return {"validation_data": (xv, yv), "validation_batch_size": int(batch_size or 256)}
+    arrays = (xv, yv)
+    if len(validation_data) == 3 and validation_data[2] is not None:
+        arrays += (check_sample_weight(validation_data[2], len(xv)),)
+    return {"validation_data": arrays, "validation_batch_size": int(batch_size or 256)}

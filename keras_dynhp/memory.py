@@ -200,7 +200,7 @@ def connector_numbers(model):
     return total
 
 
-def full_accounting(model, batch_size, measures_variance=False):
+def full_accounting(model, batch_size, measures_variance=False, held=0):
     """The full accounting of one training step of a DynHPModel, in bytes, term by term (eq. 14).
 
     Beside the paper's weights + input batch it counts what training holds:
@@ -216,11 +216,14 @@ def full_accounting(model, batch_size, measures_variance=False):
         model: A built :class:`~keras_dynhp.models.DynHPModel`.
         batch_size: The batch size of the step.
         measures_variance: DynHP's steps that measure the gradient variance.
+        held: Bytes of copies the fit keeps besides the network (the best
+            epoch's weights, network and optimizer state for
+            `EarlyStopping(restore_best_weights=True)`).
 
     Returns:
         A dict of bytes: `weights` (stored weights and biases), `gates`
         (log_alpha and the gate counters), `gradients`, `optimizer`,
-        `activations`, `input_batch` and their sum `total`.
+        `activations`, `input_batch`, `snapshot` (`held`) and their sum `total`.
     """
     layers = model.gated_layers
     gate_numbers = _numbers(v for layer in layers for v in
@@ -234,6 +237,7 @@ def full_accounting(model, batch_size, measures_variance=False):
         "optimizer": BYTES_PER_NUMBER * optimizer_slot_numbers(model),
         "activations": BYTES_PER_NUMBER * int(batch_size) * per_example,
         "input_batch": batch_bytes(batch_size, model.example_size),
+        "snapshot": int(held),
     }
     terms["total"] = sum(terms.values())
     return terms

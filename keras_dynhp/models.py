@@ -15,7 +15,13 @@ from keras_dynhp import backend, memory, surgery, training
 from keras_dynhp import penalty as penalties
 from keras_dynhp.batch_size import DEFAULT_ALPHA_BS, FixedBatchSize
 from keras_dynhp.budget import ModelBudget
-from keras_dynhp.data import EpochPipeline, validation_inputs
+from keras_dynhp.data import (
+    EpochPipeline,
+    check_sample_weight,
+    class_weight_to_sample_weight,
+    is_dataset,
+    validation_inputs,
+)
 from keras_dynhp.layers import FeatureSelect, GatedLayer, L0Conv2D, L0Dense
 from keras_dynhp.layers.select import narrower_flat_map
 
@@ -43,6 +49,27 @@ def _example_shape(input_dim, input_shape):
     if input_dim is not None and int(input_dim) != shape[-1]:
         raise ValueError(f"`input_dim` ({input_dim}) must be the last axis of `input_shape` {shape}.")
     return shape
+
+class ModelWeights(list):
+    """`DynHPModel.get_weights()`: Keras's list of arrays, plus the network they belong to.
+
+    A plain list to every reader; `DynHPModel.set_weights` also reads its
+    `architecture` (an :class:`~keras_dynhp.surgery.ArchitectureSnapshot`) to
+    put back units that hard pruning removed since, so that Keras's
+    `EarlyStopping(restore_best_weights=True)` restores the best epoch's whole
+    network.
+    """
+
+    def __init__(self, arrays, architecture):
+        super().__init__(arrays)
+        self.architecture = architecture
+
+    @property
+    def nbytes(self):
+        """Bytes held: the arrays and the snapshot's optimizer state (the layers share the arrays)."""
+        return int(sum(np.asarray(a).nbytes for a in self)) + int(
+            sum(np.asarray(a).nbytes for a in self.architecture.optimizer or []))
+
 
 @keras.saving.register_keras_serializable(package="keras_dynhp")
 class DynHPModel(backend.trainer(), keras.Model):
@@ -417,6 +444,25 @@ class DynHPModel(backend.trainer(), keras.Model):
                 layer.deterministic_training = on
             self.train_function = None
 
+    def get_weights(self):
+        """Keras's `get_weights()`, as a :class:`ModelWeights` that also remembers the network's shape."""
+        values = {id(v): ops.convert_to_numpy(v) for v in self.weights}
+        return ModelWeights([values[id(v)] for v in self.weights], surgery.snapshot_architecture(self, values))
+
+    def set_weights(self, weights):
+        """Keras's `set_weights`; weights from `get_weights()` before hard pruning restore the pruned units.
+
+        Args:
+            weights: A list of arrays shaped like `get_weights()`'s, or a
+                :class:`ModelWeights` of this model from any earlier epoch: its
+                network (units, input features, optimizer state) is put back
+                first when it differs from the current one.
+        """
+        snapshot = getattr(weights, "architecture", None)
+        if snapshot is not None and snapshot.signature() != surgery.architecture_signature(self):
+            surgery.restore_architecture(self, snapshot)
+        super().set_weights(list(weights))
+
     def invalidate_functions(self):
         """Forgets traced train/test/predict functions (after shapes changed)."""
         self.train_function = None
@@ -527,6 +573,12 @@ class DynHPModel(backend.trainer(), keras.Model):
             verbose: 0, 1 (progress bar), 2 (one line per epoch) or "auto".
             callbacks: Keras callbacks; they see one training run whose epoch-end
                 logs include pruning and memory figures (see below).
+                `EarlyStopping(restore_best_weights=True)` restores the best
+                epoch's whole network, units removed since included (with a
+                model budget, the best among the epochs whose network fits it);
+                the History's `restored_epoch` says which (None: none restored).
+                `BackupAndRestore` is refused with hp and dynhp (use
+                `ModelCheckpoint` and `initial_epoch`).
             validation_data: `(x_val, y_val)` or a batched dataset. Validation
                 runs at the end of each epoch *before* that epoch's surgery.
             shuffle: Shuffle training arrays every epoch.
@@ -557,9 +609,15 @@ class DynHPModel(backend.trainer(), keras.Model):
             validation_split: As in Keras: the last fraction of the training
                 arrays (before shuffling) is held out for validation; ignored
                 when `validation_data` is given. Arrays only.
-            sample_weight: Not supported (a ValueError says so): the batches are
-                re-made every epoch, and per-example weights are not carried yet.
-            class_weight: Not supported (a ValueError says so).
+            sample_weight: As in Keras: one non-negative weight per training
+                example (arrays; a dataset yields `(x, y, w)` elements
+                instead), carried through every epoch's shuffling and
+                re-batching, and split with `validation_split`. The loss,
+                DynHP's gradient variance and its loss F (eq. 8) are the
+                weighted ones.
+            class_weight: As in Keras: `{class id: weight}`, each example
+                weighing its class's value (1 for classes left out); not
+                together with `sample_weight`.
             steps_per_epoch: Not supported: an epoch is one pass over the data,
                 because hard pruning and the batch rule act at epoch ends.
             validation_steps: Not supported (validation uses all of its data).
@@ -603,10 +661,6 @@ class DynHPModel(backend.trainer(), keras.Model):
         if mode not in MODES:
             raise ValueError(f"Unknown `mode`={mode!r}; expected one of {MODES}.")
         for name, value, default, why in (
-                ("sample_weight", sample_weight, None, ("per-example weights are not carried through the "
-                 "epoch-by-epoch re-batching yet; weight the loss with a custom loss instead")),
-                ("class_weight", class_weight, None, ("it is not carried through the re-batching yet; "
-                 "resample the classes or weight the loss instead")),
                 ("steps_per_epoch", steps_per_epoch, None, ("an epoch is one pass over the data here, "
                  "because hard pruning and the batch rule act at epoch ends; take a subset instead")),
                 ("validation_steps", validation_steps, None, "validation uses all of its data"),
@@ -616,8 +670,10 @@ class DynHPModel(backend.trainer(), keras.Model):
         if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
                 or not 0.0 <= float(validation_split) < 1.0:
             raise ValueError(f"`validation_split` must be in [0, 1); received {validation_split!r}.")
+        sample_weight = _example_weights(x, y, sample_weight, class_weight)
         if validation_split and validation_data is None:
-            x, y, validation_data = _split_off_validation(x, y, float(validation_split))
+            x, y, sample_weight, validation_data = _split_off_validation(x, y, float(validation_split),
+                                                                         sample_weight)
         if getattr(self, "optimizer", None) is None or not self.compiled:
             raise ValueError("Compile the model before calling `fit` (build_mlp compiles it for you).")
         for name, value, low in (("epochs", epochs, 0), ("initial_epoch", initial_epoch, 0)):
@@ -658,7 +714,8 @@ class DynHPModel(backend.trainer(), keras.Model):
 
         num_classes = self.gated_layers[-1].output_units if self._sparse_labels() else None
         pipeline = EpochPipeline(x, y, self.input_shape_, rebatch=mode == "dynhp", shuffle=shuffle, seed=seed,
-                                 num_classes=num_classes, whole_batches=mode == "dynhp")
+                                 num_classes=num_classes, whole_batches=mode == "dynhp",
+                                 sample_weight=sample_weight)
         if pipeline.n is not None and batch_policy.batch_size > pipeline.n:
             raise ValueError(
                 f"The first batch ({batch_policy.batch_size}) is larger than the {pipeline.n} training "
@@ -781,8 +838,25 @@ def _shape_text(shape):
     return "(n, " + ", ".join(str(d) for d in shape) + ")"
 
 
-def _split_off_validation(x, y, fraction):
-    """Keras's `validation_split`: the last `fraction` of the arrays, before any shuffling."""
+def _example_weights(x, y, sample_weight, class_weight):
+    """`fit`'s per-example weights (Keras's meaning), or None; datasets carry their own."""
+    if sample_weight is None and class_weight is None:
+        return None
+    if sample_weight is not None and class_weight is not None:
+        raise ValueError("Pass `sample_weight` or `class_weight`, not both (as in Keras): multiply the class "
+                         "weights into `sample_weight` instead.")
+    if is_dataset(x):
+        raise ValueError("With a tf.data.Dataset, put the weights in it as (x, y, sample_weight) elements; "
+                         "`sample_weight` and `class_weight` are for NumPy arrays.")
+    if y is None or not hasattr(x, "__len__"):
+        raise ValueError("`sample_weight` and `class_weight` need NumPy arrays `x` and `y`.")
+    if class_weight is not None:
+        return class_weight_to_sample_weight(class_weight, y)
+    return check_sample_weight(sample_weight, len(x))
+
+
+def _split_off_validation(x, y, fraction, sample_weight=None):
+    """Keras's `validation_split`: the last `fraction` of the arrays (and weights), before any shuffling."""
     if not isinstance(x, np.ndarray) or y is None:
         raise ValueError("`validation_split` needs NumPy arrays `x` and `y`; with a dataset pass "
                          "`validation_data` instead.")
@@ -791,7 +865,9 @@ def _split_off_validation(x, y, fraction):
     if split <= 0 or split >= n:
         raise ValueError(f"`validation_split`={fraction} leaves no training or no validation example of {n}.")
     y = np.asarray(y)
-    return x[:split], y[:split], (x[split:], y[split:])
+    if sample_weight is None:
+        return x[:split], y[:split], None, (x[split:], y[split:])
+    return x[:split], y[:split], sample_weight[:split], (x[split:], y[split:], sample_weight[split:])
 
 
 def _compile_classifier(model, optimizer, learning_rate):
@@ -998,7 +1074,7 @@ def load_model(filepath, compile=True, **kwargs):
     Example:
         >>> model = keras_dynhp.load_model("runs/demo/model.keras")   # doctest: +SKIP
     """
-    from keras_dynhp import batch_size, pruning  # noqa: F401  (register the policies too)
+    from keras_dynhp import batch_size, pruning
 
     return keras.saving.load_model(filepath, compile=compile, **kwargs)
 

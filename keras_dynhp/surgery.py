@@ -235,3 +235,121 @@ def remove_units(model, keep):
         "changed": changed,
         "seconds": time.perf_counter() - start,
     }
+
+
+@dataclasses.dataclass
+class ArchitectureSnapshot:
+    """What it takes to put a DynHPModel's network back as it was: see :func:`snapshot_architecture`.
+
+    Attributes:
+        units: Gated input units per layer (the architecture's signature, with
+            `features` and `links`).
+        layers: Per gated layer `(class, config, build shape, scope, [(variable
+            name, value)])`.
+        features: The model's selected input features (None: all).
+        links: Per gap, `(input_dim, indices)` of the gather after a Flatten, or None.
+        optimizer: The optimizer's variables' values (None: not built yet).
+    """
+
+    units: list
+    layers: list
+    features: object
+    links: list
+    optimizer: object = None
+
+    @property
+    def nbytes(self):
+        """Bytes of the copies the snapshot holds (memory the process keeps for it)."""
+        arrays = [value for *_, values in self.layers for _, value in values] + list(self.optimizer or [])
+        return int(sum(np.asarray(a).nbytes for a in arrays))
+
+    def signature(self):
+        return _signature(self.units, self.features, self.links)
+
+
+def _signature(units, features, links):
+    return (tuple(units), None if features is None else tuple(features),
+            tuple(None if link is None else (link[0], None if link[1] is None else tuple(link[1]))
+                  for link in links))
+
+
+def _links_of(model):
+    return [None if s is None else (int(s.input_dim), None if s.indices is None else list(s.indices))
+            for s in model.link_selects]
+
+
+def architecture_signature(model):
+    """What :class:`ArchitectureSnapshot.signature` compares: units, input features, gathers."""
+    features = model.feature_select.indices
+    return _signature(model.units(), None if features is None else list(features), _links_of(model))
+
+
+def snapshot_architecture(model, values=None):
+    """Copies of a DynHPModel's network (layers, input features, gathers) and optimizer state.
+
+    Unlike `get_weights()` alone, a snapshot can be put back after hard pruning
+    has removed units (:func:`restore_architecture`): `EarlyStopping(
+    restore_best_weights=True)` restores the best epoch's network through it.
+
+    Args:
+        model: A built DynHPModel.
+        values: Optional `{id(variable): array}` copies already made (shared, not copied again).
+
+    Returns:
+        An :class:`ArchitectureSnapshot`.
+    """
+    values = values or {}
+
+    def copy(v):
+        return values[id(v)] if id(v) in values else ops.convert_to_numpy(v)
+
+    layers = [(type(layer), layer.copy_config(), layer.build_shape(layer.gated_units), layer.scope(),
+               [(v.name, copy(v)) for v in layer.variables]) for layer in model.gated_layers]
+    features = model.feature_select.indices
+    optimizer = getattr(model, "optimizer", None)
+    slots = ([ops.convert_to_numpy(v) for v in optimizer.variables]
+             if optimizer is not None and getattr(optimizer, "built", False) else None)
+    return ArchitectureSnapshot(model.units(), layers, None if features is None else list(features),
+                                _links_of(model), slots)
+
+
+def restore_architecture(model, snapshot):
+    """Puts back the network of an :class:`ArchitectureSnapshot`, in place, all or nothing.
+
+    The gated layers are rebuilt at the snapshot's sizes with its values, the
+    input features and gathers reset, and the optimizer rebuilt on the restored
+    variables with the snapshot's state (its slots have the restored shapes).
+    The model-level variables (the model budget's multiplier) are left as
+    they are.
+    """
+    new_layers = [cls.from_values(config, shape, values, scope)
+                  for cls, config, shape, scope, values in snapshot.layers]
+    old_layers = list(model.gated_layers)
+    old_features = model.feature_select.indices
+    old_links = _links_of(model)
+    old_optimizer = getattr(model, "optimizer", None)
+    try:
+        model.feature_select.set_indices(None if snapshot.features is None else list(snapshot.features))
+        for select, link in zip(model.link_selects, snapshot.links):
+            if select is not None and link is not None:
+                select.input_dim = link[0]
+                select.set_indices(link[1])
+        model.replace_gated_layers(new_layers)
+        if old_optimizer is not None and snapshot.optimizer is not None:
+            optimizer, _ = _build_recording(old_optimizer, model.trainable_variables)
+            if len(optimizer.variables) != len(snapshot.optimizer):
+                raise RuntimeError("The snapshot's optimizer state does not line up with the restored network.")
+            for variable, value in zip(optimizer.variables, snapshot.optimizer):
+                variable.assign(value)
+            model.optimizer = optimizer
+    except BaseException:
+        model.feature_select.set_indices(old_features)
+        for select, old in zip(model.link_selects, old_links):
+            if select is not None:
+                select.input_dim = old[0]
+                select.set_indices(old[1])
+        model.replace_gated_layers(old_layers)
+        model.optimizer = old_optimizer
+        model.invalidate_functions()
+        raise
+    model.invalidate_functions()

@@ -11,7 +11,10 @@ One epoch, in order (the Architecture page draws it)::
 
 Each epoch is one call of Keras's own `fit`, so progress bars, metrics,
 validation and callbacks behave as usual; user callbacks see one training run
-whose epoch-end logs carry the pruning and memory figures.
+whose epoch-end logs carry the pruning and memory figures. Keras's
+`EarlyStopping(restore_best_weights=True)` works across pruning: the model's
+`get_weights()` remembers its network (:class:`~keras_dynhp.models.ModelWeights`),
+and with a model budget only the epochs whose network fits it are candidates.
 """
 
 import functools
@@ -31,11 +34,15 @@ MODES = ("sp", "hp", "dynhp")
 _TRAINING_ONLY = ("val_grad_var_l1", "val_data_loss")
 
 
-def policy_footprint(model, batch_policy):
-    """`(fixed, per_example)` bytes for a batch policy in the full accounting, None in the paper's."""
+def policy_footprint(model, batch_policy, held=0):
+    """`(fixed, per_example)` bytes for a batch policy in the full accounting, None in the paper's.
+
+    `held`: bytes of snapshots the fit keeps (best weights), counted in the fixed part.
+    """
     if getattr(batch_policy, "accounting", "paper") == "paper":
         return None  # eq. 9-10 as the paper writes them
-    return memory.footprint(model, batch_policy.accounting, batch_policy.measures_variance)
+    fixed, per_example = memory.footprint(model, batch_policy.accounting, batch_policy.measures_variance)
+    return fixed + int(held), per_example
 
 
 def resolve_policies(mode, batch_size=None, gamma=0.5, min_units=1, prune_start_epoch=0,
@@ -156,18 +163,24 @@ def check_callbacks(callbacks, pruning):
     if pruning is None:
         return
     for cb in callbacks or []:
-        if isinstance(cb, keras.callbacks.EarlyStopping) and cb.restore_best_weights:
-            raise ValueError(
-                "EarlyStopping(restore_best_weights=True) cannot restore weights across hard pruning "
-                "(the weights change shape at every pruning epoch). Use restore_best_weights=False, or "
-                "keras.callbacks.ModelCheckpoint(path, save_best_only=True) and load the best model "
-                "with keras_dynhp.load_model.")
         if isinstance(cb, keras.callbacks.BackupAndRestore):
             raise ValueError(
                 "BackupAndRestore restores weights into the model as first built, which hard pruning has "
                 "resized. Save whole models instead, keras.callbacks.ModelCheckpoint('model-{epoch}.keras'), "
                 "and resume with keras_dynhp.load_model(path).fit(..., initial_epoch=epoch) (or "
                 "`keras-dynhp train --resume`).")
+
+
+def best_weights_callbacks(callbacks):
+    """The `EarlyStopping(restore_best_weights=True)` callbacks among `callbacks`."""
+    return [cb for cb in callbacks or [] if isinstance(cb, keras.callbacks.EarlyStopping)
+            and cb.restore_best_weights]
+
+
+def held_bytes(callbacks):
+    """Bytes the best-weights snapshots of `callbacks` hold now (the full accounting's `snapshot`)."""
+    return sum(int(getattr(cb.best_weights, "nbytes", 0) or 0) for cb in best_weights_callbacks(callbacks)
+               if cb.best_weights is not None)
 
 
 def _snapshot(model):
@@ -304,6 +317,9 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
     listeners = user_callbacks + [cb for cb in callback_list.callbacks if cb not in user_callbacks]
     forwarder_class = _BatchForwarder if step_by_step or _listens_to_batches(listeners) else _Forwarder
     model.stop_training = False
+    watchers = best_weights_callbacks(user_callbacks) + [
+        cb for cb in user_callbacks if isinstance(cb, keras.callbacks.EarlyStopping) and not cb.restore_best_weights]
+    warm_up = {id(cb): cb.start_from_epoch for cb in watchers}
     callback_list.on_train_begin()
     for epoch in range(initial_epoch, epochs):
         callback_list.set_params({"verbose": verbose, "epochs": epochs, "steps": pipeline.steps(batch)})
@@ -318,7 +334,8 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
         for layer in model.gated_layers:
             layer.reset_gate_stats()
         params_in_epoch = model.count_params_stored()
-        full = memory.full_accounting(model, batch, batch_policy.measures_variance)  # at the epoch's start
+        held = held_bytes(user_callbacks)  # the best epoch's copies, if a callback keeps them
+        full = memory.full_accounting(model, batch, batch_policy.measures_variance, held)  # at the epoch's start
         forwarder = forwarder_class(callback_list)
         inner = keras_fit(
             **pipeline.fit_inputs(batch, epoch), epochs=epoch + 1, initial_epoch=epoch, verbose=0,
@@ -385,7 +402,7 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
             s_l1 = float(logs.get("grad_var_l1", 0.0))
             f = float(logs.get("data_loss", 0.0))
             new_batch = batch_policy.update(s_l1, f, model.count_params_stored(), model.example_size,
-                                            footprint=policy_footprint(model, batch_policy))
+                                            footprint=policy_footprint(model, batch_policy, held))
             logs["next_batch_size"] = new_batch
             logs["budget_bytes"] = batch_policy.budget_bytes
             logs["budget_headroom_bytes"] = batch_policy.budget_bytes - (
@@ -404,6 +421,9 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
             for cb in user_callbacks:
                 if hasattr(cb, "on_prune"):
                     cb.on_prune(epoch, report)
+        if budget is not None and model.delivered_bytes() > budget.max_bytes:
+            for cb in watchers:  # a network over the model budget is no candidate for the best epoch
+                cb.start_from_epoch = max(cb.start_from_epoch, epoch + 1)
         callback_list.on_epoch_end(epoch, logs)
         if verbose:
             mode = "sp" if pruning is None else ("dynhp" if batch_policy.measures_variance else "hp")
@@ -411,6 +431,11 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
         if model.stop_training:
             break
     callback_list.on_train_end()
+    history.restored_epoch = None
+    for cb in watchers:
+        cb.start_from_epoch = warm_up[id(cb)]
+        if cb.restore_best_weights and cb.best_weights is not None:
+            history.restored_epoch = cb.best_epoch
     if budget is not None and model.delivered_bytes() > budget.max_bytes:
         warnings.warn(
             f"The network ({model.delivered_bytes():,} bytes) does not fit the model budget "

@@ -180,3 +180,33 @@ def test_records_labels_and_errors():
         harness.run_config("lottery", 1, None, 1)
     with pytest.raises(ValueError, match="sparsity"):
         harness.run_config("tfmot", 128, None, 1)
+
+
+def test_a_validation_split_is_validated_on_and_the_test_set_evaluated_once(data, monkeypatch):
+    (x, _), _ = data
+    seen = []
+    fit = keras_dynhp.DynHPModel.fit
+
+    def spy(self, x, y=None, **kwargs):
+        seen.append((len(x), len(kwargs["validation_data"][0])))
+        return fit(self, x, y, **kwargs)
+
+    monkeypatch.setattr(keras_dynhp.DynHPModel, "fit", spy)
+    r = harness.run_config("sp", 128, data, 1, hidden=HIDDEN, verbose=0, validation=200, l0_lambda=LAMBDA)
+    assert seen == [(len(x) - 200, 200)]  # trained on the rest, validated on the last 200 training images
+    assert r["validation"] == 200
+    assert r["val_error_pct"] == pytest.approx(100 * (1 - r["history"]["val_accuracy"][-1]))
+    with pytest.raises(ValueError, match="validation"):
+        harness.run_config("sp", 128, data, 1, hidden=HIDDEN, verbose=0, validation=len(x))
+
+
+def test_choices_between_runs_use_validation_when_the_runs_held_it_out():
+    from keras_dynhp.experiments import reproduce
+
+    runs = [{"dataset": "d", "method": "sp", "error_pct": 1.0, "val_error_pct": 3.0},
+            {"dataset": "d", "method": "sp", "error_pct": 2.0, "val_error_pct": 2.5}]
+    assert reproduce.reference(runs, "d")["error_pct"] == 2.0  # the lower validation error
+    paper = [dict(r, val_error_pct=None) for r in runs]
+    assert reproduce.reference(paper, "d")["error_pct"] == 1.0  # the paper's rule: the lower test error
+    assert reproduce.PROFILES["compress30"].validation == 5000
+    assert reproduce.PROFILES["compress100"].budget_deadline == 0.75  # as it ran in session 6

@@ -182,8 +182,10 @@ def test_fit_takes_keras_validation_split_and_refuses_the_rest_clearly():
     history = model.fit(x, y, epochs=1, batch_size=10, validation_split=0.2, verbose=0)
     assert "val_loss" in history.history
     assert model.gated_layers[0].dataset_size == 80  # N of the penalty: the training part only
-    for kwargs, match in (({"sample_weight": np.ones(100)}, "sample_weight"),
-                          ({"class_weight": {0: 1.0}}, "class_weight"),
+    for kwargs, match in (({"sample_weight": np.ones(99)}, r"sample_weight.*\(100,\)"),
+                          ({"sample_weight": -np.ones(100)}, "sample_weight.*>= 0"),
+                          ({"class_weight": {0: 1.0}, "sample_weight": np.ones(100)}, "not both"),
+                          ({"class_weight": {"a": 1.0}}, "class_weight"),
                           ({"steps_per_epoch": 3}, "steps_per_epoch"),
                           ({"validation_freq": 2}, "validation_freq"),
                           ({"validation_split": 1.5}, "validation_split")):
@@ -265,3 +267,47 @@ def test_build_lenet5_argument_errors_are_clear():
         keras_dynhp.build_lenet5(l0_lambda=[0.1, 0.1])
     with pytest.raises(ValueError, match="input_shape"):
         keras_dynhp.DynHPModel([L0Dense(2)], input_shape=(28, 0, 1))
+
+
+@pytest.mark.parametrize("mode", ["sp", "hp", "dynhp"])
+def test_class_weight_and_sample_weight_weigh_the_loss_as_in_keras(mode):
+    import keras_dynhp
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(240, 5)).astype("float32"), rng.integers(0, 3, 240)
+    x[:, 0] += 2.0 * (y == 0)  # class 0 is easy to learn
+    fit = {"memory_budget": "64KiB"} if mode == "dynhp" else {"batch_size": 16}
+    runs = {}
+    for name, kwargs in (("class", {"class_weight": {0: 0.0}}),
+                         ("sample", {"sample_weight": (y != 0).astype("float32")}),
+                         ("plain", {})):
+        model = keras_dynhp.build_mlp([8], input_dim=5, num_classes=3, seed=0)
+        h = model.fit(x, y, epochs=3, mode=mode, seed=0, verbose=0, learning_rate_decay=None,
+                      validation_split=0.25, **fit, **kwargs)
+        runs[name] = (model, h.history)
+    weighted, sample, plain = runs["class"], runs["sample"], runs["plain"]
+    np.testing.assert_allclose(weighted[1]["loss"], sample[1]["loss"], rtol=1e-5)  # the same weights
+    np.testing.assert_allclose(weighted[1]["val_loss"], sample[1]["val_loss"], rtol=1e-5)
+    assert weighted[1]["loss"][-1] != plain[1]["loss"][-1]
+    if mode == "dynhp":  # F and the variance come from the weighted loss
+        assert weighted[1]["data_loss"] != plain[1]["data_loss"]
+        np.testing.assert_allclose(weighted[1]["grad_var_l1"], sample[1]["grad_var_l1"], rtol=1e-4)
+    # class 0 weighs nothing: the model gives it less probability than the unweighted one does
+    p0 = [float(np.mean(m.predict(x[y == 0], verbose=0)[:, 0])) for m in (weighted[0], plain[0])]
+    assert p0[0] < p0[1] - 0.05, p0
+
+
+def test_weights_with_a_dataset_belong_in_the_dataset():
+    import tensorflow as tf
+
+    import keras_dynhp
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 5)).astype("float32"), rng.integers(0, 3, 64)
+    model = keras_dynhp.build_mlp([8], input_dim=5, num_classes=3, seed=0)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    with pytest.raises(ValueError, match=r"\(x, y, sample_weight\) elements"):
+        model.fit(ds, epochs=1, verbose=0, sample_weight=np.ones(64))
+    zero = tf.data.Dataset.from_tensor_slices((x, y, np.zeros(64, "float32"))).batch(16)
+    h = model.fit(zero, epochs=1, verbose=0, learning_rate_decay=None)
+    assert h.history["loss"][-1] == pytest.approx(model.l0_penalty(), rel=0.05)  # only the penalty is left

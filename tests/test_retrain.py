@@ -27,8 +27,13 @@ def test_retrain_strategies(compact, fashion_subset):
     assert [r["strategy"] for r in rows] == ["none", "all", "last", "replay"]
     for r in rows:
         assert set(r) == {"strategy", "new_accuracy", "original_accuracy", "seconds", "trainable_params"}
-        assert 0.0 <= r["new_accuracy"] <= 1.0 and 0.0 <= r["original_accuracy"] <= 1.0
     by = {r["strategy"]: r for r in rows}
+    print({k: (round(v["new_accuracy"], 4), round(v["original_accuracy"], 4)) for k, v in by.items()})
+    # each strategy does what it is for: every one learns the new data, fine-tuning all layers on it
+    # alone forgets the original data, and the replay buffer keeps more of it
+    assert by["last"]["new_accuracy"] > by["none"]["new_accuracy"] + 0.02
+    assert by["all"]["original_accuracy"] < by["none"]["original_accuracy"]
+    assert by["replay"]["original_accuracy"] > by["all"]["original_accuracy"] + 0.01
     assert by["none"]["original_accuracy"] == pytest.approx(_keras_accuracy(compact, *original_test))
     assert by["all"]["new_accuracy"] > by["none"]["new_accuracy"] + 0.05
     assert by["last"]["trainable_params"] == int(np.prod(before[-2].shape)) + before[-1].size

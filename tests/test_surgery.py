@@ -224,3 +224,24 @@ def test_cnn_saves_and_loads_after_surgery(tmp_path):
     assert loaded.layer_widths() == model.layer_widths() == [(1, 3), (3, 5), (20, 12), (12, 5)]
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
     loaded.fit(x, y, epochs=2, initial_epoch=1, batch_size=10, verbose=0, mode="hp")
+
+
+def test_a_jax_fit_that_prunes_does_not_load_tensorflow():
+    """Surgery copies layers without Keras's serialisation, which imports TensorFlow (#26)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np, keras_dynhp\n"
+        "x = np.random.default_rng(0).random((256, 20), dtype='float32'); y = np.arange(256) % 4\n"
+        "m = keras_dynhp.build_mlp([12, 8], input_dim=20, num_classes=4, seed=0)\n"
+        "m.fit(x, y, epochs=2, mode='dynhp', memory_budget='64KiB', model_budget=600, verbose=0,"
+        " callbacks=[__import__('keras').callbacks.EarlyStopping('loss', restore_best_weights=True)])\n"
+        "assert m.delivered_bytes() <= 600, m.delivered_bytes()\n"
+        "print('tensorflow' in sys.modules)\n")
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
+                         check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"

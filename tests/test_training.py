@@ -165,14 +165,104 @@ def test_collapsing_a_layer_warns():
         model.fit(x, y, epochs=2, batch_size=16, mode="hp", gamma=0.99, verbose=0)
 
 
-def test_early_stopping_that_restores_weights_is_rejected_across_pruning():
-    import keras
+class _Record(keras.callbacks.Callback):
+    """Per epoch end (after EarlyStopping, which comes first): the network and its predictions."""
 
-    x, y = _xy()
-    stop = keras.callbacks.EarlyStopping(monitor="loss", restore_best_weights=True)
-    with pytest.raises(ValueError, match="restore_best_weights"):
-        _tiny().fit(x, y, epochs=1, mode="hp", callbacks=[stop], verbose=0)
-    _tiny().fit(x, y, epochs=1, mode="sp", callbacks=[stop], verbose=0)  # no pruning: fine
+    def __init__(self, probe):
+        super().__init__()
+        self.probe, self.units, self.outputs = probe, [], []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.units.append(self.model.units())
+        self.outputs.append(keras.ops.convert_to_numpy(self.model(self.probe)))
+
+
+def _worst_then_best(scores):
+    """A callback that logs `score` = scores[epoch] (EarlyStopping watches it)."""
+    class Score(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs["score"] = scores[epoch]
+    return Score()
+
+
+@pytest.mark.filterwarnings("ignore::keras_dynhp.training.PruningWarning")  # pruned hard on purpose
+@pytest.mark.parametrize("mode", ["hp", "dynhp"])
+def test_early_stopping_restores_the_best_epochs_whole_network_across_pruning(mode):
+    x, y = _xy(256)
+    scores = [0.1, 0.9, 0.2, 0.3, 0.4]  # epoch 2 (index 1) is the best
+    record = _Record(x[:8])
+    stop = keras.callbacks.EarlyStopping(monitor="score", mode="max", patience=10, restore_best_weights=True)
+    model = _tiny(l0_lambda=2.0, droprate_init=0.6)
+    fit = {"memory_budget": "64KiB", "alpha_bs": 0.5} if mode == "dynhp" else {"batch_size": 16}
+    h = model.fit(x, y, epochs=5, mode=mode, gamma=0.8, prune_start_epoch=2, seed=0, verbose=0,
+                  callbacks=[_worst_then_best(scores), stop, record], learning_rate_decay=None, **fit)
+    assert record.units[1] != record.units[-1], record.units  # pruning happened after the best epoch
+    assert h.restored_epoch == 1
+    assert model.units() == record.units[1]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x[:8])), record.outputs[1], atol=1e-6)
+    assert h.history["units_0"][-1] < model.units()[0] or h.history["units_1"][-1] < model.units()[1]
+    h2 = model.fit(x, y, epochs=1, mode=mode, seed=0, verbose=0, learning_rate_decay=None, **fit)  # trains on
+    assert np.isfinite(h2.history["loss"][-1])
+    assert h2.restored_epoch is None
+
+
+def test_early_stopping_with_a_model_budget_restores_only_networks_within_it():
+    x, y = _xy(256)
+    scores = [0.9, 0.1, 0.2, 0.3, 0.25]  # the first epoch scores best but is over the budget
+    stop = keras.callbacks.EarlyStopping(monitor="score", mode="max", patience=10, restore_best_weights=True)
+    model = _tiny()
+    budget = keras_dynhp.ModelBudget(0.5 * model.network_bytes(), deadline_fraction=0.4)
+    h = model.fit(x, y, epochs=5, mode="hp", batch_size=16, seed=0, verbose=0, model_budget=budget,
+                  callbacks=[_worst_then_best(scores), stop], learning_rate_decay=None)
+    fits = [i for i, b in enumerate(h.history["delivered_bytes"]) if b <= budget.max_bytes]
+    assert fits and 0 not in fits
+    assert h.restored_epoch == max(fits, key=lambda i: scores[i])
+    assert model.delivered_bytes() <= budget.max_bytes
+    assert stop.start_from_epoch == 0  # the user's callback is given back as it was
+
+
+@pytest.mark.filterwarnings("ignore::keras_dynhp.training.PruningWarning")
+def test_model_checkpoint_saves_the_best_epochs_whole_model_across_pruning(tmp_path):
+    x, y = _xy(256)
+    scores = [0.1, 0.9, 0.2, 0.3, 0.4]
+    record = _Record(x[:8])
+    path = str(tmp_path / "best.keras")
+    best = keras.callbacks.ModelCheckpoint(path, monitor="score", mode="max", save_best_only=True)
+    model = _tiny(l0_lambda=2.0, droprate_init=0.6)
+    model.fit(x, y, epochs=5, mode="hp", batch_size=16, gamma=0.8, prune_start_epoch=2, seed=0, verbose=0,
+              callbacks=[_worst_then_best(scores), best, record], learning_rate_decay=None)
+    assert record.units[1] != model.units()
+    loaded = keras_dynhp.load_model(path)
+    assert loaded.units() == record.units[1]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x[:8])), record.outputs[1], atol=1e-6)
+
+
+def test_the_best_weights_snapshot_is_counted_in_the_full_accounting():
+    x, y = _xy(256)
+    stop = keras.callbacks.EarlyStopping(monitor="loss", patience=10, restore_best_weights=True)
+    h = _tiny().fit(x, y, epochs=2, mode="hp", batch_size=16, verbose=0, callbacks=[stop], seed=0)
+    plain = _tiny().fit(x, y, epochs=2, mode="hp", batch_size=16, verbose=0, seed=0)
+    held = h.history["full_bytes"][1] - plain.history["full_bytes"][1]
+    assert held == stop.best_weights.nbytes > 0
+
+
+def test_set_weights_from_before_pruning_puts_the_units_back():
+    x, y = _xy(256)
+    model = _tiny(l0_lambda=2.0, droprate_init=0.6)
+    model.fit(x, y, epochs=1, batch_size=16, mode="sp", verbose=0)
+    saved, units, out = model.get_weights(), model.units(), keras.ops.convert_to_numpy(model(x[:4]))
+    keep = [np.arange(n) % 2 == 0 for n in units]
+    keras_dynhp.surgery.remove_units(model, keep)
+    assert model.units() != units
+    model.set_weights(saved)
+    assert model.units() == units
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x[:4])), out, atol=1e-6)
+    assert len(model.optimizer.variables) and all(  # the optimizer's slots match the restored weights
+        tuple(s.shape) in {tuple(v.shape) for v in model.trainable_variables} or s.ndim == 0
+        for s in model.optimizer.variables)
+    model.fit(x, y, epochs=1, batch_size=16, mode="hp", verbose=0)
+    with pytest.raises(ValueError):
+        model.set_weights(list(saved)[:-1])
 
 
 def test_backup_and_restore_is_rejected_across_pruning(tmp_path):

@@ -54,6 +54,7 @@ RESULT_KEYS = (
     "label", "method", "value", "config", "dataset", "epochs", "error_pct", "test_accuracy",
     "params", "architecture", "model_bytes", "training_bytes", "final_batch_size", "budget_bytes",
     "tflite_bytes", "seconds", "history", "penalty", "model_budget_bytes", "delivered_bytes",
+    "validation", "val_error_pct",
 )
 #: The extra keys of a "tfmot" record.
 TFMOT_KEYS = ("nonzero_params", "tflite_gzip_bytes", "target_sparsity")
@@ -227,7 +228,7 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
                budget_bytes=None, initial_batch_size=16, variance_every=1, sparsity=None, seed=0,
                verbose=2, callbacks=(), model_path=None, compact_path=None, tflite_path=None,
                quantization=None, resume=None, penalty="louizos", model_budget=None, tag=None,
-               accounting="paper", learning_rate_decay=None):
+               accounting="paper", learning_rate_decay=None, validation=None):
     """Trains one configuration and returns its result record.
 
     "sp", "hp" and "dynhp" train :func:`keras_dynhp.build_mlp` with
@@ -264,6 +265,12 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
             as "250KB" or a :class:`keras_dynhp.ModelBudget`.
         tag: Text appended to the record's label (e.g. "size, model 250 KB").
         seed: Seed of the initialisation and the shuffling.
+        validation: None (the paper's protocol: the test set is shown every
+            epoch, nothing is chosen from it here) or a number of images: the
+            last ones of the training set are held out and validated on
+            every epoch instead (the record's `val_error_pct`, what a choice
+            between runs may look at); the test set is then evaluated once,
+            at the end.
         verbose: Keras verbosity.
         callbacks: More Keras callbacks for `fit`.
         model_path: Also save the trained model there (`.keras`).
@@ -289,6 +296,8 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
         - `dataset`: the data set's name (None if not given);
         - `epochs`: epochs trained (over every resumed part);
         - `error_pct`: test error in percent after the last pruning, `100 * (1 - test_accuracy)`;
+        - `validation`, `val_error_pct`: the held-out images and the last epoch's
+          error on them (None without `validation`);
         - `test_accuracy`: test accuracy in [0, 1] (:func:`keras_dynhp.evaluation.accuracy`);
         - `params`: weights and biases the final model stores;
         - `architecture`: layer widths, input first, e.g. [784, 300, 100, 10];
@@ -341,6 +350,13 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
 
     gated = method in GATED_METHODS
     (x, y), (xt, yt) = data
+    if validation:
+        validation = int(validation)
+        if not 0 < validation < len(x):
+            raise ValueError(f"`validation` must be between 1 and {len(x) - 1} images; received {validation}.")
+        x, y, xv, yv = x[:-validation], y[:-validation], x[-validation:], y[-validation:]
+    else:
+        validation, xv, yv = None, xt, yt  # the paper's protocol: the test set, shown only
     input_dim = int(x.shape[1])
     if num_classes is None:
         num_classes = int(max(np.max(y), np.max(yt))) + 1
@@ -380,7 +396,7 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
         keras.utils.set_random_seed(seed)
     state["seconds_before"] = state["seconds"]
     fit_callbacks = [_epoch_checkpoint(directory, state, time.perf_counter()), *callbacks]
-    common = {"epochs": epochs, "initial_epoch": initial_epoch, "validation_data": (xt, yt),
+    common = {"epochs": epochs, "initial_epoch": initial_epoch, "validation_data": (xv, yv),
               "verbose": verbose, "callbacks": fit_callbacks}
     if gated and model_budget is not None:
         common["model_budget"] = model_budget
@@ -435,6 +451,9 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
         model_budget_bytes=(None if not gated or model_budget is None
                             else getattr(model_budget, "max_bytes", None) or memory.parse_bytes(model_budget)),
         delivered_bytes=model.delivered_bytes() if gated else memory.network_bytes(params),
+        validation=validation,
+        val_error_pct=(100.0 * (1.0 - history["val_accuracy"][-1])
+                       if validation and history.get("val_accuracy") else None),
     )
     if tag:
         record["label"] += f", {tag}"

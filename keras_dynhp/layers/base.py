@@ -143,6 +143,30 @@ class GatedLayer:
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
+    def own_config(self):
+        """This type's constructor arguments (beyond Keras's name, trainable and dtype) as live objects.
+
+        :meth:`get_config` is Keras's base config plus these, serialised
+        (:meth:`serialize_own_config`); :meth:`copy_config` is the same without
+        serialising, for the copies hard pruning makes (Keras's serialisation
+        imports TensorFlow, which a JAX training process does not need).
+        """
+        raise NotImplementedError
+
+    def serialize_own_config(self):
+        """:meth:`own_config` with activations and initializers serialised (for `get_config`)."""
+        config = dict(self.own_config())
+        for key, value in config.items():
+            if key == "activation":
+                config[key] = keras.activations.serialize(value)
+            elif key.endswith("_initializer"):
+                config[key] = keras.initializers.serialize(value)
+        return config
+
+    def copy_config(self):
+        """The arguments of a copy of this layer, unserialised: `type(self)(**layer.copy_config())`."""
+        return {"name": self.name, "trainable": self.trainable, "dtype": self.dtype_policy, **self.own_config()}
+
     def gate_config(self):
         """The config entries of :meth:`set_gate_options` but `seed` and `gate_inputs` (each type adds its own)."""
         return {
@@ -349,39 +373,65 @@ class GatedLayer:
             raise ValueError(f"Layer '{self.name}' must be built before it can be pruned.")
         sliced = [slice_array(ops.convert_to_numpy(v), *axes, keep_inputs, keep_outputs)
                   for v, axes in zip(self.variables, self.variable_axes())]
-        config = self.get_config()
+        config = self.copy_config()
         if keep_outputs is not None:
             config.update(self.with_output_units(len(keep_outputs)))
-        new = self.__class__.from_config(config)
         n_inputs = self.gated_units if keep_inputs is None else len(keep_inputs)
-        # The new weights start from the sliced values themselves: running the layer's
-        # initializers at new shapes would cost a compilation each on JAX, for nothing.
-        values = {v.name: value for v, value in zip(self.variables, sliced)}
+        names = [v.name for v in self.variables]
+        new = type(self).from_values(config, self.build_shape(n_inputs), list(zip(names, sliced)), self.scope())
+        if [v.name for v in new.variables] != names:
+            raise RuntimeError(f"Pruned copy of '{self.name}' has a different set of variables.")
+        return new
+
+    def scope(self):
+        """The name scope the layer's variables were built under (None at the top level)."""
+        path = self.log_alpha.path
+        return path.rsplit("/", 2)[0] if path.count("/") >= 2 else None
+
+    @classmethod
+    def from_values(cls, config, input_shape, values, scope=None):
+        """A new built layer from a config, its input shape and its variables' values.
+
+        The weights start from the given values themselves: running the layer's
+        initializers at new shapes would cost a compilation each on JAX, for
+        nothing. Used by :meth:`pruned` and to put a snapshot back
+        (:func:`keras_dynhp.surgery.restore_architecture`).
+
+        Args:
+            config: The layer's :meth:`copy_config` (or `get_config()`; output
+                units already set).
+            input_shape: The shape to build with (:meth:`build_shape`).
+            values: `(variable name, array)` pairs in the order of `variables`.
+            scope: Name scope to build under (variable paths stay the same).
+
+        Returns:
+            The new, built layer.
+        """
+        new = cls.from_config(config)
+        by_name = dict(values)
         make_weight = new.add_weight
 
         def add_weight(*args, **kwargs):
-            value = values.get(kwargs.get("name"))
+            value = by_name.get(kwargs.get("name"))
             if value is not None:
                 kwargs["initializer"] = lambda shape, dtype=None: np.asarray(value, dtype=dtype)
             return make_weight(*args, **kwargs)
 
         object.__setattr__(new, "add_weight", add_weight)
-        path = self.log_alpha.path
-        parent = path.rsplit("/", 2)[0] if path.count("/") >= 2 else None
         try:
-            if parent:
-                with keras.name_scope(parent):
-                    new.build(self.build_shape(n_inputs))
+            if scope:
+                with keras.name_scope(scope):
+                    new.build(input_shape)
             else:
-                new.build(self.build_shape(n_inputs))
+                new.build(input_shape)
         finally:
             object.__delattr__(new, "add_weight")
-        if len(new.variables) != len(sliced):
-            raise RuntimeError(f"Pruned copy of '{self.name}' has a different set of variables.")
-        for variable, value in zip(new.variables, sliced):
-            if variable.name not in values or tuple(variable.shape) != value.shape:
-                raise RuntimeError(f"Pruned copy of '{self.name}': variable {variable.name} does not line up.")
-            if variable.name == self.seed_generator.state.name:  # created in __init__, not build
+        if len(new.variables) != len(values):
+            raise RuntimeError(f"The copy of '{new.name}' has a different set of variables.")
+        for variable, (name, value) in zip(new.variables, values):
+            if variable.name != name or tuple(variable.shape) != tuple(np.shape(value)):
+                raise RuntimeError(f"The copy of '{new.name}': variable {variable.name} does not line up.")
+            if variable.name == new.seed_generator.state.name:  # created in __init__, not build
                 variable.assign(value)
         return new
 

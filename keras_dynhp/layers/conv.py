@@ -358,22 +358,23 @@ class L0Conv2D(GatedLayer, keras.layers.Layer):
             return None
         return {"input_shape": (None,) + tuple(self.spatial_size) + (self.input_channels,)}
 
+    def own_config(self):
+        return {
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "activation": self.activation,
+            "use_bias": self.use_bias,
+            **self.gate_config(),
+            "gate_inputs": self.gate_inputs,
+            "kernel_initializer": self.kernel_initializer,
+            "bias_initializer": self.bias_initializer,
+            "seed": self.seed,
+        }
+
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "filters": self.filters,
-                "kernel_size": self.kernel_size,
-                "strides": self.strides,
-                "padding": self.padding,
-                "activation": keras.activations.serialize(self.activation),
-                "use_bias": self.use_bias,
-                **self.gate_config(),
-                "gate_inputs": self.gate_inputs,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-                "seed": self.seed,
-            }
-        )
+        config.update(self.serialize_own_config())
         return config
 

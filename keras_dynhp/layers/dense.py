@@ -260,19 +260,20 @@ class L0Dense(GatedLayer, keras.layers.Layer):
             return None
         return {"input_shape": (None, self.input_dim)}
 
+    def own_config(self):
+        return {
+            "units": self.units,
+            "activation": self.activation,
+            "use_bias": self.use_bias,
+            **self.gate_config(),
+            "kernel_initializer": self.kernel_initializer,
+            "bias_initializer": self.bias_initializer,
+            "seed": self.seed,
+        }
+
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "units": self.units,
-                "activation": keras.activations.serialize(self.activation),
-                "use_bias": self.use_bias,
-                **self.gate_config(),
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-                "seed": self.seed,
-            }
-        )
+        config.update(self.serialize_own_config())
         return config
 
 
