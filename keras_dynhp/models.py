@@ -12,6 +12,7 @@ import numpy as np
 from keras import ops
 
 from keras_dynhp import backend, memory, surgery, training
+from keras_dynhp import callbacks as dynhp_callbacks
 from keras_dynhp import penalty as penalties
 from keras_dynhp.batch_size import DEFAULT_ALPHA_BS, FixedBatchSize
 from keras_dynhp.budget import ModelBudget
@@ -577,8 +578,9 @@ class DynHPModel(backend.trainer(), keras.Model):
                 epoch's whole network, units removed since included (with a
                 model budget, the best among the epochs whose network fits it);
                 the History's `restored_epoch` says which (None: none restored).
-                `BackupAndRestore` is refused with hp and dynhp (use
-                `ModelCheckpoint` and `initial_epoch`).
+                Keras's `BackupAndRestore` is refused (use
+                :class:`keras_dynhp.callbacks.BackupAndRestore`, which resumes
+                across pruning).
             validation_data: `(x_val, y_val)` or a batched dataset. Validation
                 runs at the end of each epoch *before* that epoch's surgery.
             shuffle: Shuffle training arrays every epoch.
@@ -681,6 +683,16 @@ class DynHPModel(backend.trainer(), keras.Model):
                 raise ValueError(f"`{name}` must be an integer >= {low}; received {name}={value!r}.")
         if initial_epoch > epochs:
             raise ValueError(f"`initial_epoch` ({initial_epoch}) is past `epochs` ({epochs}).")
+        backups = [cb for cb in callbacks or [] if isinstance(cb, dynhp_callbacks.BackupAndRestore)]
+        if len(backups) > 1:
+            raise ValueError("Pass at most one keras_dynhp.callbacks.BackupAndRestore.")
+        if backups:  # an interrupted fit: the model as it was saved, then on from the next epoch
+            done = backups[0].restore(self)
+            if done > initial_epoch:
+                if done >= epochs:
+                    raise ValueError(f"The backup in {backups[0].backup_dir} has done all {done} epochs of this "
+                                     "fit: delete it to train again.")
+                initial_epoch = done
         if mode == "dynhp" and batch_size is not None:
             raise ValueError(
                 'mode="dynhp" sets the batch size itself: pass `initial_batch_size` (the first '

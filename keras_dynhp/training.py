@@ -159,16 +159,15 @@ WARN_PRUNED_FRACTION = 0.5
 
 
 def check_callbacks(callbacks, pruning):
-    """Rejects callbacks that cannot work across hard pruning (weights change shape)."""
-    if pruning is None:
-        return
+    """Rejects callbacks that cannot work here: Keras's BackupAndRestore in every mode (the epoch loop
+    would not skip the epochs it restored; with pruning the weights change shape too)."""
     for cb in callbacks or []:
         if isinstance(cb, keras.callbacks.BackupAndRestore):
             raise ValueError(
-                "BackupAndRestore restores weights into the model as first built, which hard pruning has "
-                "resized. Save whole models instead, keras.callbacks.ModelCheckpoint('model-{epoch}.keras'), "
-                "and resume with keras_dynhp.load_model(path).fit(..., initial_epoch=epoch) (or "
-                "`keras-dynhp train --resume`).")
+                "keras.callbacks.BackupAndRestore restores weights into the model as first built, which "
+                "hard pruning resizes, and cannot skip the epochs done: use "
+                "keras_dynhp.callbacks.BackupAndRestore(backup_dir), which backs up and restores the whole "
+                "model (same arguments).")
 
 
 def best_weights_callbacks(callbacks):

@@ -265,13 +265,56 @@ def test_set_weights_from_before_pruning_puts_the_units_back():
         model.set_weights(list(saved)[:-1])
 
 
-def test_backup_and_restore_is_rejected_across_pruning(tmp_path):
-    import keras
-
+def test_keras_backup_and_restore_points_to_ours(tmp_path):
     x, y = _xy()
     backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
-    with pytest.raises(ValueError, match="BackupAndRestore.*ModelCheckpoint"):
-        _tiny().fit(x, y, epochs=1, mode="hp", callbacks=[backup], verbose=0)
+    for mode in ("sp", "hp"):
+        with pytest.raises(ValueError, match="keras_dynhp.callbacks.BackupAndRestore"):
+            _tiny().fit(x, y, epochs=1, mode=mode, callbacks=[backup], verbose=0)
+
+
+class _Crash(keras.callbacks.Callback):
+    """Raises after epoch `at` (0-based) ended, as a killed process would stop."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.at:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("mode", ["sp", "hp", "dynhp"])
+def test_backup_and_restore_resumes_an_interrupted_fit_exactly(mode, tmp_path):
+    from keras_dynhp.callbacks import BackupAndRestore
+
+    def kwargs():  # a fresh ModelBudget per fit (it keeps its schedule)
+        fit = {"mode": mode, "seed": 3, "verbose": 0, "epochs": 4, "validation_split": 0.25}
+        fit.update({"memory_budget": "64KiB", "alpha_bs": 0.5} if mode == "dynhp" else {"batch_size": 16})
+        if mode != "sp":
+            fit["model_budget"] = keras_dynhp.ModelBudget(1200, deadline_fraction=0.5)
+        return fit
+
+    x, y = _xy(256)
+    straight = _tiny(l0_lambda=2.0, droprate_init=0.6)
+    h = straight.fit(x, y, **kwargs())
+    backup = BackupAndRestore(tmp_path / "backup")
+    model = _tiny(l0_lambda=2.0, droprate_init=0.6)
+    with pytest.raises(KeyboardInterrupt):  # after the backup of epoch 2 (index 1)
+        model.fit(x, y, callbacks=[backup, _Crash(1)], **kwargs())
+    assert (tmp_path / "backup" / "model.keras").exists()
+    fresh = _tiny(l0_lambda=2.0, droprate_init=0.6)  # a new process: the model as first built
+    h2 = fresh.fit(x, y, callbacks=[backup], **kwargs())
+    assert len(h2.history["loss"]) == 2  # epochs 3 and 4 only
+    assert fresh.architecture() == straight.architecture()
+    for a, b in zip(straight.get_weights(), fresh.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert h2.history["memory_total_bytes"][-1] == h.history["memory_total_bytes"][-1]
+    assert h2.history["batch_size"] == h.history["batch_size"][2:]
+    assert not (tmp_path / "backup" / "model.keras").exists()  # the fit ended: the backup is gone
+    with pytest.raises(ValueError, match="save_freq"):
+        BackupAndRestore(tmp_path / "b", save_freq=10)
 
 
 @pytest.mark.parametrize("mode", ["hp", "dynhp"])
