@@ -264,6 +264,7 @@ class ArchitectureSnapshot:
         return int(sum(np.asarray(a).nbytes for a in arrays))
 
     def signature(self):
+        """The network's shape: units, selected input features and gathers (equal: same shapes)."""
         return _signature(self.units, self.features, self.links)
 
 
@@ -279,7 +280,7 @@ def _links_of(model):
 
 
 def architecture_signature(model):
-    """What :class:`ArchitectureSnapshot.signature` compares: units, input features, gathers."""
+    """What a snapshot's `signature()` compares (:class:`ArchitectureSnapshot`): units, features, gathers."""
     features = model.feature_select.indices
     return _signature(model.units(), None if features is None else list(features), _links_of(model))
 
@@ -338,7 +339,8 @@ def restore_architecture(model, snapshot):
         if old_optimizer is not None and snapshot.optimizer is not None:
             optimizer, _ = _build_recording(old_optimizer, model.trainable_variables)
             if len(optimizer.variables) != len(snapshot.optimizer):
-                raise RuntimeError("The snapshot's optimizer state does not line up with the restored network.")
+                raise RuntimeError(
+                    "The snapshot's optimizer state does not line up with the restored network.")
             for variable, value in zip(optimizer.variables, snapshot.optimizer):
                 variable.assign(value)
             model.optimizer = optimizer

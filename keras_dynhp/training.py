@@ -473,6 +473,8 @@ def progress_line(epoch, epochs, logs, n_layers, mode="dynhp"):
                  f"next batch {int(logs['next_batch_size'])}")
     if "model_budget_bytes" in logs:
         line += (f"; model {logs['delivered_bytes'] / 1000:.1f} KB of {logs['model_budget_bytes'] / 1000:.1f}"
-                 f" KB budget (target {logs['budget_target_bytes'] / 1000:.1f} KB, "
-                 f"mu {logs['budget_multiplier']:.3g})")
+                 f" KB budget (this epoch's target {logs['budget_target_bytes'] / 1000:.1f} KB")
+        if logs.get("budget_multiplier"):  # eq. 13's multiplier, only when ModelBudget(multiplier_lr > 0)
+            line += f", size-penalty multiplier {logs['budget_multiplier']:.3g}"
+        line += ")"
     return line

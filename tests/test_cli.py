@@ -130,7 +130,7 @@ def test_interrupted_train_keeps_last_epoch_and_resumes(tmp_path, monkeypatch, c
                                                         fashion_subset):
     import keras_dynhp
 
-    saver = cli._epoch_saver
+    saver = cli.train._epoch_saver
 
     def interrupting(model_path, history, json_path, csv_path, on_saved):
         def saved():  # Ctrl-C right after epoch 1 is saved
@@ -139,7 +139,7 @@ def test_interrupted_train_keeps_last_epoch_and_resumes(tmp_path, monkeypatch, c
 
         return saver(model_path, history, json_path, csv_path, saved)
 
-    monkeypatch.setattr(cli, "_epoch_saver", interrupting)
+    monkeypatch.setattr(cli.train, "_epoch_saver", interrupting)
     out = tmp_path / "run"
     code = cli.main(["train", "--subset", "500", "--epochs", "3", "--hidden", "20,10",
                      "--output", str(out), "--quiet", "--no-baseline"])
@@ -148,7 +148,7 @@ def test_interrupted_train_keeps_last_epoch_and_resumes(tmp_path, monkeypatch, c
     assert "interrupted: 1 of 3 epochs" in err and f"keras-dynhp train --resume {out}" in err
     assert keras_dynhp.load_model(out / "model.keras").training_state["epoch"] == 1
     assert len((out / "history.csv").read_text().strip().splitlines()) == 2  # header + epoch 1
-    monkeypatch.setattr(cli, "_epoch_saver", saver)
+    monkeypatch.setattr(cli.train, "_epoch_saver", saver)
     assert cli.main(["train", "--resume", str(out), "--quiet"]) == 0
     assert len((out / "history.csv").read_text().strip().splitlines()) == 4
     assert json.loads((out / "summary.json").read_text())["model"]["epochs"] == 3
@@ -269,3 +269,35 @@ def test_quiet_train_writes_nothing_to_stderr(tmp_path, fashion_subset):
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""
     assert "|" in out.stdout  # the summary table is the output
+
+
+def test_train_shows_no_native_start_up_lines_unless_asked(tmp_path, fashion_subset):
+    env = dict(os.environ)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    out = subprocess.run(
+        [sys.executable, "-m", "keras_dynhp", "train", "--mode", "hp", "--subset", "300", "--epochs", "1",
+         "--hidden", "8", "--no-baseline", "--output", str(tmp_path / "run")],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout + out.stderr
+    for native in ("absl::InitializeLog", "oneDNN", "cuda", "XNNPACK", "I0000", "W0000", "E0000"):
+        assert native not in text, native
+    assert "[hp] epoch 1/1" in out.stdout  # our progress is still shown
+    assert "--native-logs" in subprocess.run([sys.executable, "-m", "keras_dynhp", "--help"], capture_output=True,
+                                             text=True, env=env, timeout=120).stdout
+
+
+def test_summary_notes_give_the_model_size_in_the_tables_unit():
+    from keras_dynhp.cli import _output
+
+    model = {"label": "DynHP a=0.998", "architecture": [319, 155, 76, 10], "model_budget_bytes": 250_000,
+             "delivered_bytes": 248_904, "model_bytes": 248_904, "seconds": 1.0, "error_pct": 12.0,
+             "params": 62_226, "training_bytes": 3_400_000}
+    baseline = {"label": "Dense", "error_pct": 12.1, "params": 266_610, "training_bytes": 11_743_000}
+    summary = {"model": model, "baseline": baseline, "config": {"dataset": "mnist", "epochs": 1},
+               "train_examples": 10, "test_examples": 10, "reference": "Dense"}
+    for units, size in (("KiB", "243.1 KiB"), ("paper", "0.243 MBytes")):
+        table = _output._table(summary, units)
+        notes = "\n".join(_output._notes(summary, {}, units))
+        assert f"the compact model stores {size} (met)" in notes
+        assert size.split()[0] in table  # the same figure, the same unit, in the table

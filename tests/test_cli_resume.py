@@ -209,7 +209,7 @@ def test_run_json_holds_the_flags(small_run):
     run = json.loads((small_run / "run.json").read_text())
     assert run["args"]["hidden"] == [20, 10] and run["args"]["subset"] == 300
     assert run["args"]["baseline"] is False and "--no-baseline" in run["command"]
-    assert set(run["args"]) == set(cli.RUN_FLAGS)
+    assert set(run["args"]) == set(cli.train.RUN_FLAGS)
     # the library's defaults, resolved and saved (a resumed run keeps them if defaults change)
     assert run["args"]["learning_rate_decay"] == "cosine" and run["args"]["penalty"] == "size"
     assert run["args"]["l0_lambda"] == [0.001] and run["args"]["droprate_init"] == 0.2
@@ -221,7 +221,7 @@ def test_a_run_saved_before_the_lr_decay_flag_resumes_at_a_constant_rate(small_r
     run = json.loads((small_run / "run.json").read_text())
     del run["args"]["learning_rate_decay"]
     (old / "run.json").write_text(json.dumps(run))
-    _, args = cli._read_run(str(old))
+    _, args = cli.train._read_run(str(old))
     assert args.learning_rate_decay == "none"
 
 
