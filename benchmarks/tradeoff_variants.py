@@ -89,6 +89,9 @@ VARIANTS = {
                   "budget": {"deadline_fraction": 0.25, "recover": False}},
     "a998_wd50": {"build": {**SIZE, "droprate_init": 0.2, "weight_decay": 50.0}, "fit": {**COSINE, "alpha_bs": 0.998},
                   "budget": {"deadline_fraction": 0.25, "recover": False}},
+    # the defaults, keeping the best validation epoch among those within the model budget
+    # (keras.callbacks.EarlyStopping(restore_best_weights=True) with a patience of every epoch)
+    "defaults_best": {"defaults": True, "restore_best": True},
     # the trade-off figure: the library's defaults at other model budgets (paper "MBytes": KiB / 1000)
     **{f"defaults_{mb:.2f}MB": {"defaults": True, "model_budget": int(mb * 1000 * 1024)}
        for mb in (0.07, 0.14, 0.21, 0.4)},
@@ -135,6 +138,11 @@ def run(dataset, name, epochs, seed, val, out):
     best = _Best(os.path.join(tmp, "best.keras"), paper["model_budget"]) if spec.get("best") else None
     max_bytes = spec.get("model_budget", paper["model_budget"])
     callbacks += [best] if best else []
+    stop = None
+    if spec.get("restore_best"):
+        stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=epochs,
+                                             restore_best_weights=True)
+        callbacks.append(stop)
     fit = ({"batch_size": paper["sp_batch"]} if mode == "sp" else
            {"alpha_bs": paper["alpha_bs"], "memory_budget": sp_epoch}) | spec.get("fit", {})
     if spec.get("defaults"):
@@ -160,7 +168,7 @@ def run(dataset, name, epochs, seed, val, out):
         "architecture": model.architecture(), "training_bytes": training,
         "sp_training_bytes": sp_epoch * epochs, "model_budget_bytes": None if mode == "sp" else max_bytes,
         "memory_vs_sp_pct": 100 * (training / (sp_epoch * epochs) - 1),
-        "selected_epoch": None if best is None else best.epoch,
+        "selected_epoch": history.restored_epoch if stop is not None else (None if best is None else best.epoch),
         "best_val_error_pct": 100 * (1 - max(h["val_accuracy"])), "seconds": seconds, "history": h,
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                  cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or None,
@@ -182,16 +190,54 @@ def table(out, epochs=None):
     records = [r for r in records if epochs is None or r["epochs"] == epochs]
     records.sort(key=lambda r: (r["dataset"], r["epochs"], list(VARIANTS).index(r["variant"])
                                 if r["variant"] in VARIANTS else 99, r["seed"]))
-    lines = ["| data | variant | epochs | seed | val error % (last epoch) | test error % | model MBytes "
+    lines = ["| data | variant | epochs | seed | val error % (last or kept epoch) | test error % | model MBytes "
              "| training memory vs SP | final batch | architecture |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in records:
         h = r["history"]
+        kept = r.get("selected_epoch")
+        val = f"{100 * (1 - h['val_accuracy'][-1]):.2f}" if kept is None else (
+            f"{100 * (1 - h['val_accuracy'][kept]):.2f} (epoch {kept + 1})")
         lines.append(
             f"| {r['dataset']} | {r['variant']} | {r['epochs']} | {r['seed']} "
-            f"| {100 * (1 - h['val_accuracy'][-1]):.2f} | {r['test_error_pct']:.2f} "
+            f"| {val} | {r['test_error_pct']:.2f} "
             f"| {r['model_bytes'] / 1024 / 1000:.3f} | {r['memory_vs_sp_pct']:+.1f} % "
             f"| {int(h['batch_size'][-1])} | {'-'.join(map(str, r['architecture']))} |")
+    return "\n".join(lines)
+
+
+#: Issue #25's targets at 100 epochs: model MBytes, test error %, training memory vs SP %.
+TARGETS = {"mnist": (0.21, 1.30, -75.0), "fashion_mnist": (0.14, 10.20, -71.0)}
+
+
+def _mean_spread(values, fmt="{:.2f}"):
+    values = list(values)
+    return (f"{', '.join(fmt.format(v) for v in values)} (mean {fmt.format(float(np.mean(values)))}, "
+            f"spread {fmt.replace('+', '').format(max(values) - min(values))})")
+
+
+def targets_table(out, variant="defaults", epochs=100):
+    """Issue #25's targets against `variant`'s seeds (mean and spread) and the SP references on the same split."""
+    records = [json.load(open(os.path.join(out, name))) for name in sorted(os.listdir(out)) if name.endswith(".json")]
+    lines = ["| data | target: model / test error / memory vs SP | seeds | DynHP model MBytes | DynHP test error % "
+             "| DynHP training memory vs SP % | SP reference test error % | met |",
+             "|---|---|---|---|---|---|---|---|"]
+    for dataset, (size, error, memory) in TARGETS.items():
+        ours = sorted((r for r in records if r["dataset"] == dataset and r["variant"] == variant
+                       and r["epochs"] == epochs), key=lambda r: r["seed"])
+        sp = sorted((r for r in records if r["dataset"] == dataset and r["variant"] == "sp_ref"
+                     and r["epochs"] == epochs), key=lambda r: r["seed"])
+        if not ours:
+            continue
+        sizes = [r["model_bytes"] / 1024 / 1000 for r in ours]
+        errors = [r["test_error_pct"] for r in ours]
+        memories = [r["memory_vs_sp_pct"] for r in ours]
+        met = [name for name, ok in (("size", max(sizes) <= size), ("error", np.mean(errors) <= error),
+                                     ("memory", np.mean(memories) <= memory)) if ok]
+        lines.append(
+            f"| {dataset} | ≤ {size:.2f} / ≤ {error:.2f} % / ≤ {memory:+.0f} % | {', '.join(str(r['seed']) for r in ours)} "
+            f"| {_mean_spread(sizes, '{:.3f}')} | {_mean_spread(errors)} | {_mean_spread(memories, '{:+.1f}')} "
+            f"| {_mean_spread(r['test_error_pct'] for r in sp) if sp else '-'} | {', '.join(met) or 'none'} |")
     return "\n".join(lines)
 
 
@@ -203,7 +249,7 @@ def tradeoff_points(out, epochs=30):
         if not name.endswith(".json"):
             continue
         r = json.load(open(os.path.join(out, name)))
-        if r["epochs"] != epochs or not (r["variant"] == "defaults" or r["variant"].startswith("defaults_")):
+        if r["epochs"] != epochs or not (r["variant"] == "defaults" or r["variant"].endswith("MB")):
             continue
         points.setdefault(r["dataset"], []).append(
             (r["model_bytes"] / 1024 / 1000, r["test_error_pct"], r["memory_vs_sp_pct"], r["variant"], r["seed"]))
@@ -255,10 +301,15 @@ def main():
     parser.add_argument("--validation", type=int, default=5000)
     parser.add_argument("--output", default="benchmarks/results/tradeoff")
     parser.add_argument("--table", action="store_true", help="print the table of the results in --output")
+    parser.add_argument("--targets", metavar="VARIANT", nargs="?", const="defaults",
+                        help="print issue #25's targets against VARIANT's 100-epoch seeds (default defaults)")
     parser.add_argument("--figure", metavar="PNG", help="draw the trade-off figure of the --epochs (30) runs")
     args = parser.parse_args()
     if args.table:
         print(table(args.output, args.epochs))
+        return
+    if args.targets:
+        print(targets_table(args.output, args.targets))
         return
     if args.figure:
         for dataset, rows in figure(args.output, args.figure, args.epochs or 30).items():

@@ -40,3 +40,18 @@ def test_every_result_records_its_settings_and_a_test_error_taken_once():
         assert 0 < record["test_error_pct"] < 100
         assert record["variant"] in _script().VARIANTS, name
         assert sum(h["mo_bytes"]) == record["training_bytes"]
+
+
+def test_the_targets_table_on_the_page_is_the_scripts_render():
+    page = open(os.path.join(ROOT, "docs", "reproduction.md")).read()
+    rendered = _script().targets_table(RESULTS)
+    assert rendered.count("\n") >= 3, "no 100-epoch results through the defaults"
+    assert rendered in page, "docs/reproduction.md's targets table is not the script's render"
+
+
+def test_the_trade_off_figure_is_drawn_from_the_results(tmp_path):
+    points = _script().figure(RESULTS, str(tmp_path / "tradeoff.png"), epochs=30)
+    assert (tmp_path / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
+    for dataset, rows in points.items():
+        sizes = [row[0] for row in rows]
+        assert sizes == sorted(sizes) and len(rows) >= 2, dataset
