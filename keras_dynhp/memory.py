@@ -223,7 +223,8 @@ def full_accounting(model, batch_size, measures_variance=False, held=0):
     Returns:
         A dict of bytes: `weights` (stored weights and biases), `gates`
         (log_alpha and the gate counters), `gradients`, `optimizer`,
-        `activations`, `input_batch`, `snapshot` (`held`) and their sum `total`.
+        `activations`, `input_batch`, `snapshot` (`held`, only when non-zero)
+        and their sum `total`.
     """
     layers = model.gated_layers
     gate_numbers = _numbers(v for layer in layers for v in
@@ -237,8 +238,9 @@ def full_accounting(model, batch_size, measures_variance=False, held=0):
         "optimizer": BYTES_PER_NUMBER * optimizer_slot_numbers(model),
         "activations": BYTES_PER_NUMBER * int(batch_size) * per_example,
         "input_batch": batch_bytes(batch_size, model.example_size),
-        "snapshot": int(held),
     }
+    if held:
+        terms["snapshot"] = int(held)
     terms["total"] = sum(terms.values())
     return terms
 
