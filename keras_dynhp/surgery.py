@@ -206,8 +206,7 @@ def remove_units(model, keep):
                     lambda value, axes=axes, rows=rows, cols=cols: slice_array(value, *axes, rows, cols))
                 replaced[id(old_var)] = (new_var, slicer)
             new_layers.append(new)
-        old_features = model.feature_select.indices
-        old_links = [None if s is None else (s.input_dim, s.indices) for s in model.link_selects]
+        saved = _network_state(model)
         try:  # all or nothing: an error or Ctrl-C in here leaves the model as it was
             if keep_features is not None:
                 model.select_features(keep_features)
@@ -217,14 +216,7 @@ def remove_units(model, keep):
             if old_optimizer is not None and getattr(old_optimizer, "built", False):
                 carry_optimizer_state(model, old_optimizer, replaced)
         except BaseException:
-            model.feature_select.set_indices(old_features)
-            for select, old in zip(model.link_selects, old_links):
-                if select is not None:
-                    select.input_dim = old[0]
-                    select.set_indices(old[1])
-            model.replace_gated_layers(layers)
-            model.optimizer = old_optimizer
-            model.invalidate_functions()
+            _put_back(model, saved)
             raise
         model.invalidate_functions()
     after = [layer.gated_units for layer in model.gated_layers]
@@ -272,6 +264,25 @@ def _signature(units, features, links):
     return (tuple(units), None if features is None else tuple(features),
             tuple(None if link is None else (link[0], None if link[1] is None else tuple(link[1]))
                   for link in links))
+
+
+def _network_state(model):
+    """What a surgery or a restore changes: `(gated layers, input features, gathers, optimizer)`."""
+    return (list(model.gated_layers), model.feature_select.indices, _links_of(model),
+            getattr(model, "optimizer", None))
+
+
+def _put_back(model, state):
+    """Undoes a half-done surgery or restore: the model as :func:`_network_state` saw it."""
+    layers, features, links, optimizer = state
+    model.feature_select.set_indices(features)
+    for select, link in zip(model.link_selects, links):
+        if select is not None:
+            select.input_dim = link[0]
+            select.set_indices(link[1])
+    model.replace_gated_layers(layers)
+    model.optimizer = optimizer
+    model.invalidate_functions()
 
 
 def _links_of(model):
@@ -325,10 +336,8 @@ def restore_architecture(model, snapshot):
     """
     new_layers = [cls.from_values(config, shape, values, scope)
                   for cls, config, shape, scope, values in snapshot.layers]
-    old_layers = list(model.gated_layers)
-    old_features = model.feature_select.indices
-    old_links = _links_of(model)
-    old_optimizer = getattr(model, "optimizer", None)
+    saved = _network_state(model)
+    old_optimizer = saved[3]
     try:
         model.feature_select.set_indices(None if snapshot.features is None else list(snapshot.features))
         for select, link in zip(model.link_selects, snapshot.links):
@@ -345,13 +354,6 @@ def restore_architecture(model, snapshot):
                 variable.assign(value)
             model.optimizer = optimizer
     except BaseException:
-        model.feature_select.set_indices(old_features)
-        for select, old in zip(model.link_selects, old_links):
-            if select is not None:
-                select.input_dim = old[0]
-                select.set_indices(old[1])
-        model.replace_gated_layers(old_layers)
-        model.optimizer = old_optimizer
-        model.invalidate_functions()
+        _put_back(model, saved)
         raise
     model.invalidate_functions()
