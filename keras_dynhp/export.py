@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from keras_dynhp._io import write_bytes
+from keras_dynhp.data import ScaledArray
 from keras_dynhp.layers import FeatureSelect, L0Dense
 from keras_dynhp.layers.select import narrower_flat_map
 from keras_dynhp.penalty import delivered_masks
@@ -487,9 +488,10 @@ def calibration_samples(x, n=MAX_CALIBRATION_SAMPLES, seed=0):
         >>> calibration_samples(np.arange(10).reshape(5, 2), n=2).shape
         (2, 2)
     """
-    x = np.asarray(x)
+    if not isinstance(x, ScaledArray):  # a ScaledArray converts the chosen rows only
+        x = np.asarray(x)
     if len(x) <= n:
-        return x
+        return np.asarray(x)
     return x[np.sort(np.random.default_rng(seed).choice(len(x), n, replace=False))]
 
 
@@ -523,7 +525,10 @@ def convert_saved_model(save, path, configure=None):
 
 
 def _representative_dataset(representative_data, shape):
-    data = np.asarray(representative_data)
+    data = representative_data
+    if isinstance(data, ScaledArray):  # only the calibration rows become float32
+        data = calibration_samples(data) if len(data.shape) >= 2 and len(data) else data.values
+    data = np.asarray(data)
     expected = "(n, " + ", ".join(map(str, shape or ("features",))) + ")"
     if data.ndim < 2 or (shape is not None and tuple(data.shape[1:]) != tuple(shape)) or len(data) == 0:
         raise ValueError(

@@ -11,16 +11,18 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_dynhp import backend, memory, surgery, training
+from keras_dynhp import _keras_internals, backend, memory, surgery, training
 from keras_dynhp import callbacks as dynhp_callbacks
 from keras_dynhp import penalty as penalties
 from keras_dynhp.batch_size import DEFAULT_ALPHA_BS, FixedBatchSize
 from keras_dynhp.budget import ModelBudget
 from keras_dynhp.data import (
     EpochPipeline,
+    ScaledArray,
     check_sample_weight,
     class_weight_to_sample_weight,
     is_dataset,
+    take_rows,
     validation_inputs,
 )
 from keras_dynhp.layers import FeatureSelect, GatedLayer, L0Conv2D, L0Dense
@@ -444,6 +446,11 @@ class DynHPModel(backend.trainer(), keras.Model):
             for layer in self.gated_layers:
                 layer.deterministic_training = on
             self.train_function = None
+
+    def save(self, filepath, *args, **kwargs):
+        """Keras's `save`; on JAX without loading TensorFlow (see :mod:`keras_dynhp._keras_internals`)."""
+        with _keras_internals.tensorflow_left_unloaded():
+            return super().save(filepath, *args, **kwargs)
 
     def get_weights(self):
         """Keras's `get_weights()`, as a :class:`ModelWeights` that also remembers the network's shape."""
@@ -869,7 +876,7 @@ def _example_weights(x, y, sample_weight, class_weight):
 
 def _split_off_validation(x, y, fraction, sample_weight=None):
     """Keras's `validation_split`: the last `fraction` of the arrays (and weights), before any shuffling."""
-    if not isinstance(x, np.ndarray) or y is None:
+    if not isinstance(x, (np.ndarray, ScaledArray)) or y is None:
         raise ValueError("`validation_split` needs NumPy arrays `x` and `y`; with a dataset pass "
                          "`validation_data` instead.")
     n = len(x)
@@ -877,9 +884,10 @@ def _split_off_validation(x, y, fraction, sample_weight=None):
     if split <= 0 or split >= n:
         raise ValueError(f"`validation_split`={fraction} leaves no training or no validation example of {n}.")
     y = np.asarray(y)
+    x_fit, x_val = take_rows(x, slice(None, split)), take_rows(x, slice(split, None))
     if sample_weight is None:
-        return x[:split], y[:split], None, (x[split:], y[split:])
-    return x[:split], y[:split], sample_weight[:split], (x[split:], y[split:], sample_weight[split:])
+        return x_fit, y[:split], None, (x_val, y[split:])
+    return x_fit, y[:split], sample_weight[:split], (x_val, y[split:], sample_weight[split:])
 
 
 def _compile_classifier(model, optimizer, learning_rate):
@@ -1088,5 +1096,6 @@ def load_model(filepath, compile=True, **kwargs):
     """
     from keras_dynhp import batch_size, pruning
 
-    return keras.saving.load_model(filepath, compile=compile, **kwargs)
+    with _keras_internals.tensorflow_left_unloaded():  # a JAX process keeps TensorFlow out
+        return keras.saving.load_model(filepath, compile=compile, **kwargs)
 

@@ -186,6 +186,31 @@ def test_sigterm_stops_like_ctrl_c(tmp_path, fashion_subset):
     assert "Traceback" not in err
 
 
+def test_a_sigterm_landing_in_a_gc_callback_is_delivered_again():
+    """Python drops exceptions raised in gc callbacks (JAX has one): the handler re-sends the signal."""
+    import gc
+
+    from keras_dynhp.cli import train
+
+    previous = train._sigterm_as_interrupt()
+    landed = []
+
+    def callback(phase, info):
+        if phase == "start" and not landed:
+            landed.append(train._swallows_exceptions(sys._getframe()))
+            signal.raise_signal(signal.SIGTERM)
+
+    gc.callbacks.append(callback)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            gc.collect()
+            time.sleep(2)
+    finally:
+        gc.callbacks.remove(callback)
+        signal.signal(signal.SIGTERM, previous)
+    assert landed == [True]
+
+
 # --------------------------------------------------------------------------
 # --resume / --overwrite / a directory holding a run
 # --------------------------------------------------------------------------

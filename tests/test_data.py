@@ -65,12 +65,14 @@ def test_whole_batches_leave_out_a_different_remainder_every_epoch():
     assert pipeline.steps(16) == 6 and pipeline.epoch_examples(16) == 96
     seen = []
     for epoch, batch in enumerate((16, 16, 20)):
-        inputs = pipeline.fit_inputs(batch, epoch)
-        assert len(inputs["x"]) == 103 - 103 % batch and inputs["batch_size"] == batch
-        np.testing.assert_array_equal(inputs["x"][:, 0], inputs["y"])  # rows stay paired
+        batches = pipeline.fit_inputs(batch, epoch)["x"]
+        served = [batches[i] for i in range(len(batches))]
+        assert [len(b[0]) for b in served] == [batch] * (103 // batch)
+        xs, ys = np.concatenate([b[0] for b in served]), np.concatenate([b[1] for b in served])
+        np.testing.assert_array_equal(xs[:, 0], ys)  # rows stay paired
         sizes = [int(b[0].shape[0]) for b in pipeline.dataset(batch, epoch)]
         assert sizes == [batch] * (103 // batch)
-        seen.append(set(range(103)) - set(inputs["y"].tolist()))
+        seen.append(set(range(103)) - set(ys.tolist()))
     assert seen[0] != seen[1], "the same examples were left out in two epochs"
     # a batch larger than the data visits all of it once; without the option nothing is left out
     assert pipeline.epoch_examples(200) == 103
@@ -134,3 +136,41 @@ def test_image_inputs_are_checked_against_their_shape():
     assert pipeline.n == 4
     with pytest.raises(ValueError, match="unbatched"):
         EpochPipeline(dataset.batch(2), None, (6, 6, 1), rebatch=True)
+
+
+def test_epoch_batches_gather_rows_in_order_without_copying_the_arrays():
+    from keras_dynhp.data import EpochBatches, EpochPipeline
+
+    x, y = np.arange(20, dtype="float32").reshape(10, 2), np.arange(10)
+    order = np.array([3, 1, 4, 0, 9, 2, 6])
+    batches = EpochBatches((x, y), order, 3)
+    assert len(batches) == 3
+    np.testing.assert_array_equal(batches[0][1], [3, 1, 4])
+    np.testing.assert_array_equal(batches[2][1], [6])  # the last, partial batch
+    np.testing.assert_array_equal(batches[1][0], x[[0, 9, 2]])
+    # fit's epoch inputs hold the caller's arrays themselves, whatever the order
+    pipeline = EpochPipeline(x, y, 2, seed=0)
+    served = pipeline.fit_inputs(4, epoch=1)["x"]
+    assert served._arrays[0] is pipeline._arrays[0] and np.shares_memory(served._arrays[0], x)
+    np.testing.assert_array_equal(np.concatenate([served[i][1] for i in range(len(served))]),
+                                  pipeline.order(1, 4))
+
+
+def test_scaled_array_serves_float32_rows_and_stays_integer():
+    from keras_dynhp.data import ScaledArray, check_inputs, take_rows
+
+    raw = np.random.default_rng(0).integers(0, 256, (6, 4)).astype(np.uint8)
+    x = ScaledArray(raw)
+    assert x.shape == (6, 4) and len(x) == 6 and x.dtype == np.float32
+    expected = raw.astype(np.float32) / np.float32(255.0)  # the float loader's arithmetic, bit for bit
+    np.testing.assert_array_equal(x[[4, 1]], expected[[4, 1]])
+    np.testing.assert_array_equal(np.asarray(x), expected)
+    part = take_rows(x, slice(2, 5))
+    assert isinstance(part, ScaledArray) and part.values.dtype == np.uint8 and np.shares_memory(part.values, raw)
+    assert check_inputs(x, 4) is x
+    with pytest.raises(ValueError, match="shape"):
+        check_inputs(x, 5)
+    with pytest.raises(TypeError, match="integer"):
+        ScaledArray(expected)
+    with pytest.raises(ValueError, match="divisor"):
+        ScaledArray(raw, divisor=0)

@@ -154,6 +154,21 @@ def test_normalize_false_keeps_pixel_values(real, name):
     np.testing.assert_array_equal(y_test, arrays["y_test"])
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_as_uint8_serves_the_float_images_from_the_uint8_arrays(real, name):
+    from keras_dynhp.data import ScaledArray
+
+    (x, y), (xt, yt) = kd.load_data(name, as_uint8=True)
+    (xf, _), (xtf, ytf) = kd.load_data(name)
+    assert isinstance(x, ScaledArray) and x.values.dtype == np.uint8 and x.shape == (60000, 784)
+    np.testing.assert_array_equal(np.asarray(xt), xtf)  # the same float32 values, bit for bit
+    np.testing.assert_array_equal(x[[0, 59999]], xf[[0, 59999]])
+    np.testing.assert_array_equal(yt, ytf)
+    assert kd.load_data(name, as_uint8=True, flatten=False)[0][0].shape == (60000, 28, 28, 1)
+    with pytest.raises(ValueError, match="normalize"):
+        kd.load_data(name, as_uint8=True, normalize=False)
+
+
 def test_mnist_label_histogram(real):
     arrays, _ = real("mnist")
     train = np.bincount(arrays["y_train"], minlength=10)

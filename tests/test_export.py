@@ -116,6 +116,11 @@ def test_calibration_samples_are_one_seeded_rule():
     assert a.shape == (300, 2) and np.array_equal(a, b)
     assert np.all(np.diff(a[:, 0]) > 0)  # a subset, in the original order
     assert export.calibration_samples(x[:10]).shape == (10, 2)
+    from keras_dynhp.data import ScaledArray
+
+    raw = np.arange(1000).reshape(500, 2).astype(np.uint8)
+    np.testing.assert_array_equal(export.calibration_samples(ScaledArray(raw)),
+                                  export.calibration_samples(raw / np.float32(255.0)))
 
 
 def test_int8_without_gather_for_the_edge_tpu(trained, fashion_subset, tmp_path):

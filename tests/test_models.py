@@ -193,6 +193,24 @@ def test_fit_takes_keras_validation_split_and_refuses_the_rest_clearly():
             model.fit(x, y, epochs=1, batch_size=10, verbose=0, **kwargs)
 
 
+@pytest.mark.parametrize("mode", ["sp", "dynhp"])
+def test_uint8_data_as_scaled_array_trains_exactly_as_its_float_copy(mode):
+    """A ScaledArray (uint8 held, float32 per batch) changes memory, not results."""
+    import keras_dynhp
+    from keras_dynhp.data import ScaledArray
+
+    raw = np.random.default_rng(0).integers(0, 256, (240, 12)).astype(np.uint8)
+    y = np.arange(240) % 3
+    histories = []
+    for x in (raw / np.float32(255.0), ScaledArray(raw)):
+        model = keras_dynhp.build_mlp([6], input_dim=12, num_classes=3, seed=0)
+        kwargs = {"memory_budget": "8KiB"} if mode == "dynhp" else {"batch_size": 32}
+        history = model.fit(x, y, mode=mode, epochs=2, seed=0, validation_split=0.25, verbose=0, **kwargs)
+        histories.append({k: v for k, v in history.history.items() if k.startswith(("loss", "val_"))})
+    assert histories[0] == histories[1]
+    assert set(histories[0]) >= {"loss", "val_loss", "val_accuracy"}
+
+
 def test_summary_explains_stored_and_gate_parameters():
     import keras_dynhp
 

@@ -130,12 +130,12 @@ def _lines(error):
     return "\n".join(lines) or type(error).__name__
 
 
-def load_dataset(name):
-    """`datasets.load_data(name)`, with missing or corrupt data as a RunError."""
+def load_dataset(name, as_uint8=False):
+    """`datasets.load_data(name, as_uint8=...)`, with missing or corrupt data as a RunError."""
     from keras_dynhp.experiments import datasets
 
     try:
-        return datasets.load_data(name)
+        return datasets.load_data(name, as_uint8=as_uint8)
     except datasets.DataError as e:
         raise RunError(f"cannot load {name}: {_lines(e)}") from e
 

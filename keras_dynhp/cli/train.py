@@ -424,9 +424,24 @@ def _sigterm_as_interrupt():
     def interrupt(signum, frame):
         global _TERMINATE_REQUESTED
         _TERMINATE_REQUESTED = True  # checked again after each saved epoch
+        if _swallows_exceptions(frame):  # Python would print "Exception ignored" and go on:
+            threading.Timer(0.05, signal.raise_signal, (signum,)).start()  # deliver it again
+            return
         raise KeyboardInterrupt
 
     return signal.signal(signal.SIGTERM, interrupt)
+
+
+def _swallows_exceptions(frame):
+    """The signal landed in a `__del__` or a gc callback (e.g. JAX's), where Python drops exceptions."""
+    import gc
+
+    callbacks = {getattr(cb, "__code__", None) for cb in gc.callbacks}
+    while frame is not None:
+        if frame.f_code.co_name == "__del__" or frame.f_code in callbacks:
+            return True
+        frame = frame.f_back
+    return False
 
 
 #: Set by the SIGTERM handler of `train`: Python drops an exception raised while a `__del__`
@@ -459,11 +474,12 @@ def _train(args, run):
     import keras_dynhp.training
     from keras_dynhp import __version__, evaluation, memory
     from keras_dynhp._io import write_json
+    from keras_dynhp.data import take_rows
     from keras_dynhp.experiments import harness
 
     resuming = run is not None
     output = args.output or _default_output(args)
-    (x, y), (xt, yt) = load_dataset(args.dataset)
+    (x, y), (xt, yt) = load_dataset(args.dataset, as_uint8=True)  # float32 batch by batch
     input_dim, num_classes = x.shape[1], int(max(y.max(), yt.max())) + 1
     lambdas, dense_params, budget = _check_train_args(args, input_dim, num_classes)
     _makedirs(output, "--output")
@@ -482,7 +498,7 @@ def _train(args, run):
         import numpy as np
 
         idx = np.sort(np.random.default_rng(args.seed).permutation(len(x))[: args.subset])
-        x, y = x[idx], y[idx]
+        x, y = take_rows(x, idx), y[idx]
     data = ((x, y), (xt, yt))
     value = args.alpha_bs if args.mode == "dynhp" else args.batch_size
     label = harness.label(args.mode, value)

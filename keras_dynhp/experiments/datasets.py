@@ -58,6 +58,8 @@ import zlib
 
 import numpy as np
 
+from keras_dynhp.data import ScaledArray
+
 __all__ = [
     "DATASETS",
     "ENV_DATA_DIR",
@@ -544,7 +546,7 @@ def locate(name, data_dir=None, verify=False):
     return source.describe()
 
 
-def load_data(name, data_dir=None, flatten=True, normalize=True):
+def load_data(name, data_dir=None, flatten=True, normalize=True, as_uint8=False):
     """Loads MNIST or Fashion-MNIST, verified against the published checksums.
 
     See the module docstring for the search order. The verified uint8 arrays
@@ -561,6 +563,10 @@ def load_data(name, data_dir=None, flatten=True, normalize=True):
         flatten: Return images as (N, 784) rows; else as (N, 28, 28, 1).
         normalize: Scale pixels to [0, 1]; else keep the raw 0..255 values
             (still float32).
+        as_uint8: Return the images as :class:`keras_dynhp.data.ScaledArray`
+            over the cached uint8 arrays (no copy: a quarter of the memory of
+            float32), which `fit`, `evaluate` and the exports serve as float32
+            in [0, 1] batch by batch. Needs `normalize=True`.
 
     Returns:
         ``(x_train, y_train), (x_test, y_test)``: float32 images with 60000 and
@@ -583,6 +589,12 @@ def load_data(name, data_dir=None, flatten=True, normalize=True):
     source = _resolve(name, data_dir, download=not _truthy_env(ENV_NO_DOWNLOAD))
     logger.debug("Loading %s from %s", name, source.describe())
     x_train, y_train, x_test, y_test = _load_uint8(name, source)
+    if as_uint8:
+        if not normalize:
+            raise ValueError("`as_uint8=True` serves pixels in [0, 1]: it needs `normalize=True`.")
+        shape = (-1, 28 * 28) if flatten else (-1, 28, 28, 1)
+        return ((ScaledArray(x_train.reshape(shape)), y_train.astype(np.int64)),
+                (ScaledArray(x_test.reshape(shape)), y_test.astype(np.int64)))
     return (
         (_to_float(x_train, flatten, normalize), y_train.astype(np.int64)),
         (_to_float(x_test, flatten, normalize), y_test.astype(np.int64)),

@@ -39,8 +39,9 @@ import time
 
 import numpy as np
 
-from keras_dynhp import memory
+from keras_dynhp import _keras_internals, memory
 from keras_dynhp._io import save_keras, write_json
+from keras_dynhp.data import take_rows
 
 #: Methods :func:`run_config` runs.
 METHODS = ("sp", "hp", "dynhp", "dense", "tfmot")
@@ -354,7 +355,8 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
         validation = int(validation)
         if not 0 < validation < len(x):
             raise ValueError(f"`validation` must be between 1 and {len(x) - 1} images; received {validation}.")
-        x, y, xv, yv = x[:-validation], y[:-validation], x[-validation:], y[-validation:]
+        xv, yv = take_rows(x, slice(-validation, None)), y[-validation:]
+        x, y = take_rows(x, slice(None, -validation)), y[:-validation]
     else:
         validation, xv, yv = None, xt, yt  # the paper's protocol: the test set, shown only
     input_dim = int(x.shape[1])
@@ -379,7 +381,7 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
         if method == "dynhp" and len(history.get("next_batch_size", [])) == initial_epoch > 0:
             initial_batch_size = int(history["next_batch_size"][-1])
     else:
-        keras.utils.set_random_seed(seed)
+        _keras_internals.set_random_seed(seed)  # a JAX run keeps TensorFlow unloaded
         if gated:
             model = build_mlp(list(hidden), input_dim=input_dim, num_classes=num_classes,
                               l0_lambda=l0_lambda, droprate_init=droprate_init,
@@ -393,7 +395,7 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
         # Seeded as a fresh run is: Keras's own shuffling of the dense model (fit(shuffle=True))
         # draws from the global seed. sp/hp/dynhp shuffle by (seed, epoch) and keep their gate
         # noise state in the checkpoint.
-        keras.utils.set_random_seed(seed)
+        _keras_internals.set_random_seed(seed)  # a JAX run keeps TensorFlow unloaded
     state["seconds_before"] = state["seconds"]
     fit_callbacks = [_epoch_checkpoint(directory, state, time.perf_counter()), *callbacks]
     common = {"epochs": epochs, "initial_epoch": initial_epoch, "validation_data": (xv, yv),
