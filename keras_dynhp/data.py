@@ -157,6 +157,10 @@ class ScaledArray:
         only through :meth:`rows`."""
         return np.divide(self.values[key], np.float32(self.divisor), dtype=np.float32)
 
+    def reshape(self, *shape):
+        """The same examples in another shape (a view of the integers)."""
+        return ScaledArray(self.values.reshape(*shape), self.divisor)
+
     def rows(self, key):
         """The examples `key` selects, still held as integers."""
         return ScaledArray(self.values[key], self.divisor)

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from keras_dynhp import cli
@@ -301,3 +302,31 @@ def test_summary_notes_give_the_model_size_in_the_tables_unit():
         notes = "\n".join(_output._notes(summary, {}, units))
         assert f"the compact model stores {size} (met)" in notes
         assert size.split()[0] in table  # the same figure, the same unit, in the table
+
+
+def test_train_evaluate_and_export_on_a_users_npz_file(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    y = np.arange(300) % 3
+    x = rng.integers(0, 60, (300, 6, 6)).astype(np.uint8)
+    x[np.arange(300), 2 * y, :] = 255  # a bright row per class: learnable in a few epochs
+    data = tmp_path / "shapes.npz"
+    np.savez(data, x_train=x[:240], y_train=y[:240], x_test=x[240:], y_test=y[240:])
+    out = tmp_path / "run"
+    assert cli.main(["train", "--data", str(data), "--mode", "hp", "--epochs", "2", "--hidden", "8",
+                     "--output", str(out), "--no-baseline", "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["train_examples"] == 240 and summary["test_examples"] == 60
+    assert summary["model"]["architecture"][0] == 36 and summary["model"]["architecture"][-1] == 3
+    assert json.loads((out / "run.json").read_text())["args"]["data"] == str(data)
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(out / "model.keras"), "--data", str(data), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["dataset"] == "shapes" and result["test_examples"] == 60
+    assert result["test_accuracy"] == pytest.approx(summary["model"]["test_accuracy"])
+    assert cli.main(["export", str(out / "model.keras"), str(tmp_path / "m8.tflite"),
+                     "--quantization", "int8", "--data", str(data)]) == 0
+    np.savez(tmp_path / "bad.npz", x_train=x, y_train=y)
+    capsys.readouterr()
+    assert cli.main(["train", "--data", str(tmp_path / "bad.npz"), "--output", str(tmp_path / "r2")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.npz: missing array(s) x_test, y_test" in err[0]

@@ -35,6 +35,16 @@ the history: the resumed run ends with the same weights as an uninterrupted one
 (bitwise on TensorFlow's CPU backend). `train` into a directory that holds a
 run refuses unless `--resume` (continue) or `--overwrite` (start again) is given.
 
+Your own data: `train`, `evaluate` and `export` take `--data PATH` instead of
+`--dataset`: a `.npz` file holding `x_train`, `y_train`, `x_test`, `y_test`,
+or a folder with one sub-folder of images per class (or `train/` and `test/`
+folders of those; otherwise a seeded fifth of each class is the test set),
+read by :func:`keras_dynhp.experiments.user_data.load_file`. Images are
+flattened for the MLP; uint8 data are held as uint8
+(:class:`keras_dynhp.data.ScaledArray`) and scaled to [0, 1] batch by batch.
+A bad file (missing arrays, mismatched lengths, labels out of range, an
+unreadable image) is one error line naming it.
+
 `reproduce` runs the paper's grid (:mod:`keras_dynhp.experiments.reproduce`),
 `data` fetches and inspects MNIST / Fashion-MNIST
 (:mod:`keras_dynhp.experiments.datasets`). The scripts in `tflite/` run

@@ -130,6 +130,51 @@ def _lines(error):
     return "\n".join(lines) or type(error).__name__
 
 
+DATA_HELP = ("your own data instead of --dataset: a .npz file with x_train, y_train, x_test, y_test, "
+             "or a folder with one sub-folder of images per class (or train/ and test/ folders "
+             "of those)")
+
+
+def data_name(args):
+    """What the data of `args` are called in messages: --dataset, or the stem of --data."""
+    path = getattr(args, "data", None)
+    if not path:
+        return args.dataset
+    return os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
+
+
+def takes_rows(model):
+    """The model takes each example as one row (an MLP), not as an image."""
+    shape = getattr(model, "input_shape_", None)  # a DynHPModel's example shape (int: a width)
+    if shape is not None:
+        return isinstance(shape, int) or len(tuple(shape)) == 1
+    return len(model.input_shape) == 2
+
+
+def load_run_data(args, as_uint8=False, flatten=False):
+    """`((x, y), (xt, yt))` of `--data PATH` if given, else of the built-in `--dataset`.
+
+    With `flatten`, each example as one row (the MLPs' inputs). Problems with
+    the user's file are a RunError naming it.
+    """
+    path = getattr(args, "data", None)
+    if not path:
+        return load_dataset(args.dataset, as_uint8=as_uint8)
+    import numpy as np
+
+    from keras_dynhp.experiments import user_data
+
+    try:
+        (x, y), (xt, yt) = user_data.load_file(path)
+    except user_data.DataFileError as e:
+        raise RunError(f"--data: {_one_line(e)}") from e
+    if flatten:
+        x, xt = x.reshape(len(x), -1), xt.reshape(len(xt), -1)
+    if not as_uint8:
+        x, xt = (np.asarray(a, dtype="float32") for a in (x, xt))
+    return (x, y), (xt, yt)
+
+
 def load_dataset(name, as_uint8=False):
     """`datasets.load_data(name, as_uint8=...)`, with missing or corrupt data as a RunError."""
     from keras_dynhp.experiments import datasets

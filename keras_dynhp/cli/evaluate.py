@@ -3,6 +3,7 @@
 import json
 
 from keras_dynhp.cli._common import (
+    DATA_HELP,
     DATASET_CHOICES,
     RunError,
     _check_model_path,
@@ -10,8 +11,10 @@ from keras_dynhp.cli._common import (
     _one_line,
     _positive_int,
     _tflite_info,
-    load_dataset,
+    data_name,
     load_keras_model,
+    load_run_data,
+    takes_rows,
 )
 
 
@@ -19,6 +22,7 @@ def _evaluate_arguments(e):
     e.add_argument("model", metavar="MODEL",
                    help="a .keras file, or a .tflite file (inference or on-device training file)")
     e.add_argument("--dataset", choices=DATASET_CHOICES, default="fashion_mnist")
+    e.add_argument("--data", default=None, metavar="PATH", help=DATA_HELP + " (its test arrays)")
     e.add_argument("--limit", type=_positive_int, default=None, metavar="N",
                    help="evaluate the first N test images only (default: all)")
     e.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
@@ -30,20 +34,23 @@ def cmd_evaluate(args):
     from keras_dynhp import evaluation
 
     ext = _check_model_path(args.model, (".keras", ".tflite"))
-    (_, _), (xt, yt) = load_dataset(args.dataset)
+    (_, _), (xt, yt) = load_run_data(args)
     if args.limit is not None:
         xt, yt = xt[: args.limit], yt[: args.limit]
     if ext == ".keras":
         model = load_keras_model(args.model)
+        if xt.ndim > 2 and takes_rows(model):  # images for an MLP: one row each
+            xt = xt.reshape(len(xt), -1)
         try:  # a model for other inputs is the user's mistake, not a bug
             model.predict(xt[:1], verbose=0)
         except ValueError as e:
-            raise RunError(f"{args.model} does not take {args.dataset} images: {_one_line(e)}") from e
+            raise RunError(f"{args.model} does not take {data_name(args)} images: {_one_line(e)}") from e
         runtime, kind = "keras", type(model).__name__
     else:
         trainable, width = _tflite_info(args.model)
+        xt = xt.reshape(len(xt), -1)  # the .tflite files take rows
         if width != xt.shape[1]:
-            raise RunError(f"{args.model} takes inputs of width {width}; {args.dataset} images have "
+            raise RunError(f"{args.model} takes inputs of width {width}; {data_name(args)} images have "
                            f"{xt.shape[1]}")
         model = _InferSignature(args.model) if trainable else args.model
         runtime, kind = "litert", "tflite, trainable (infer signature)" if trainable else "tflite"
@@ -53,15 +60,15 @@ def cmd_evaluate(args):
     except (ValueError, RuntimeError) as e:
         if runtime == "keras":
             raise
-        raise RunError(f"cannot run {args.model} on {args.dataset}: {_one_line(e)}") from e
+        raise RunError(f"cannot run {args.model} on {data_name(args)}: {_one_line(e)}") from e
     n = len(yt)  # every example counts, the last batch too
     correct = round(accuracy * n)
-    result = {"model": args.model, "runtime": runtime, "kind": kind, "dataset": args.dataset,
+    result = {"model": args.model, "runtime": runtime, "kind": kind, "dataset": data_name(args),
               "test_examples": n, "test_correct": correct, "test_accuracy": accuracy,
               "error_pct": 100 * (1 - accuracy)}
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{args.model} ({kind}, {runtime}) on {n:,} {args.dataset} test images: "
+        print(f"{args.model} ({kind}, {runtime}) on {n:,} {data_name(args)} test images: "
               f"accuracy {100 * accuracy:.2f}% ({correct:,}/{n:,}), error {100 * (1 - accuracy):.2f}%")
     return 0

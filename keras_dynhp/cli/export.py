@@ -4,6 +4,7 @@ import math
 import os
 
 from keras_dynhp.cli._common import (
+    DATA_HELP,
     DATASET_CHOICES,
     QUANTIZATIONS,
     RunError,
@@ -13,8 +14,9 @@ from keras_dynhp.cli._common import (
     _makedirs,
     _one_line,
     _positive_int,
-    load_dataset,
     load_keras_model,
+    load_run_data,
+    takes_rows,
 )
 
 
@@ -29,6 +31,7 @@ def _export_arguments(x):
                         "output and ops, calibrated on 300 training images: the Edge TPU's form)")
     x.add_argument("--dataset", choices=DATASET_CHOICES, default="fashion_mnist",
                    help="where int8's calibration images come from (training images)")
+    x.add_argument("--data", default=None, metavar="PATH", help=DATA_HELP + " (calibrates on its x_train)")
     x.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
                    help="fix the batch dimension (1 for the Edge TPU compiler; default dynamic)")
     x.add_argument("--no-gather", action="store_true",
@@ -67,7 +70,7 @@ def cmd_export(args):
                        "(a compact.keras keeps its pixel gather)")
     calibration = None
     if args.quantization == "int8":  # export_tflite picks them: export.calibration_samples
-        (calibration, _), _ = load_dataset(args.dataset)
+        (calibration, _), _ = load_run_data(args, flatten=takes_rows(model))
     _makedirs(os.path.dirname(output), "the directory of")
     try:
         if args.trainable:

@@ -11,6 +11,7 @@ import shlex
 import time
 
 from keras_dynhp.cli._common import (
+    DATA_HELP,
     DATASET_CHOICES,
     PROG,
     QUANTIZATIONS,
@@ -30,8 +31,9 @@ from keras_dynhp.cli._common import (
     _say,
     _verbose,
     _warn,
-    load_dataset,
+    data_name,
     load_keras_model,
+    load_run_data,
     write_history,
 )
 from keras_dynhp.cli._output import _notes, write_plots, write_summary_md
@@ -40,6 +42,7 @@ from keras_dynhp.cli._output import _notes, write_plots, write_summary_md
 def _train_arguments(t):
     t.add_argument("--dataset", choices=DATASET_CHOICES, default="fashion_mnist",
                    help="data set (default fashion_mnist)")
+    t.add_argument("--data", default=None, metavar="PATH", help=DATA_HELP)
     t.add_argument("--mode", choices=("sp", "hp", "dynhp"), default="dynhp",
                    help="soft pruning, hard pruning or DynHP (default dynhp)")
     t.add_argument("--hidden", type=_hidden, default=[300, 100], metavar="N[,N...]",
@@ -178,11 +181,11 @@ RUN_MARKERS = ("run.json", "model.keras", "history.json", "history.csv", "summar
 RUN_FLAGS = ("dataset", "mode", "hidden", "epochs", "batch_size", "initial_batch_size", "alpha_bs",
              "budget", "variance_every", "l0_lambda", "gamma", "droprate_init", "learning_rate",
              "seed", "subset", "quantization", "baseline", "units", "penalty", "model_budget",
-             "accounting", "learning_rate_decay")
+             "accounting", "learning_rate_decay", "data")
 
 #: Flags added after run.json's format 1: a saved run without them takes their defaults, or
 #: the value in RUN_FLAGS_BEFORE where the default changed since.
-RUN_FLAGS_OPTIONAL = ("penalty", "model_budget", "accounting", "learning_rate_decay")
+RUN_FLAGS_OPTIONAL = ("penalty", "model_budget", "accounting", "learning_rate_decay", "data")
 
 RUN_FLAGS_BEFORE = {"learning_rate_decay": "none"}  # runs saved before the flag trained at a constant rate
 
@@ -237,7 +240,7 @@ def _given_flags(argv):
 
 
 def _default_output(args):
-    return os.path.join("runs", f"{args.dataset}-{args.mode}")
+    return os.path.join("runs", f"{data_name(args)}-{args.mode}")
 
 
 def _read_run(directory):
@@ -358,7 +361,7 @@ def _model_checkpoint(path, history_path, args, input_dim, seconds):
                        f"{args.mode} model of 1 to {args.epochs} finished epochs saved by `{PROG} train`)")
     if model.input_dim != input_dim:
         raise RunError(f"cannot resume from {path}: the input-width check failed (the model takes "
-                       f"{model.input_dim} inputs, {args.dataset} images have {input_dim})")
+                       f"{model.input_dim} inputs, {data_name(args)} images have {input_dim})")
     return {"model": model, "epoch": epoch, "history": _cut_history(history_path, epoch, path),
             "seconds": seconds}
 
@@ -412,36 +415,42 @@ def _epoch_saver(model_path, history, json_path, csv_path, on_saved):
 
 
 def _sigterm_as_interrupt():
-    """Makes SIGTERM (a plain `kill`) stop `train` as Ctrl-C does; returns the previous handler."""
+    """Makes SIGTERM (a plain `kill`) stop `train` as Ctrl-C does; returns what puts things back.
+
+    Python drops an exception raised where it cannot propagate (a `__del__`, a
+    weakref or gc callback such as JAX's) and reports it to `sys.unraisablehook`:
+    there the interrupt is delivered again instead of printed.
+    """
     import signal
+    import sys
     import threading
 
     global _TERMINATE_REQUESTED
     _TERMINATE_REQUESTED = False
     if threading.current_thread() is not threading.main_thread():
-        return None
+        return lambda: None
 
     def interrupt(signum, frame):
         global _TERMINATE_REQUESTED
         _TERMINATE_REQUESTED = True  # checked again after each saved epoch
-        if _swallows_exceptions(frame):  # Python would print "Exception ignored" and go on:
-            threading.Timer(0.05, signal.raise_signal, (signum,)).start()  # deliver it again
-            return
         raise KeyboardInterrupt
 
-    return signal.signal(signal.SIGTERM, interrupt)
+    hook = sys.unraisablehook
 
+    def swallowed(unraisable):
+        if issubclass(unraisable.exc_type, KeyboardInterrupt) and _TERMINATE_REQUESTED:
+            threading.Timer(0.05, signal.raise_signal, (signal.SIGTERM,)).start()
+            return
+        hook(unraisable)
 
-def _swallows_exceptions(frame):
-    """The signal landed in a `__del__` or a gc callback (e.g. JAX's), where Python drops exceptions."""
-    import gc
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    sys.unraisablehook = swallowed
 
-    callbacks = {getattr(cb, "__code__", None) for cb in gc.callbacks}
-    while frame is not None:
-        if frame.f_code.co_name == "__del__" or frame.f_code in callbacks:
-            return True
-        frame = frame.f_back
-    return False
+    def restore():
+        signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = hook
+
+    return restore
 
 
 #: Set by the SIGTERM handler of `train`: Python drops an exception raised while a `__del__`
@@ -450,8 +459,6 @@ _TERMINATE_REQUESTED = False
 
 
 def cmd_train(args):
-    import signal
-
     if args.resume is not None and args.overwrite:
         raise UsageError("give --resume (continue the run) or --overwrite (start it again), not both")
     if args.resume is not None:
@@ -461,12 +468,11 @@ def cmd_train(args):
     else:
         run = None
         _check_fresh_output(args.output or _default_output(args), args.overwrite)
-    previous = _sigterm_as_interrupt()
+    restore = _sigterm_as_interrupt()
     try:
         return _train(args, run)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        restore()
 
 
 def _train(args, run):
@@ -479,7 +485,7 @@ def _train(args, run):
 
     resuming = run is not None
     output = args.output or _default_output(args)
-    (x, y), (xt, yt) = load_dataset(args.dataset, as_uint8=True)  # float32 batch by batch
+    (x, y), (xt, yt) = load_run_data(args, as_uint8=True, flatten=True)  # float32 batch by batch
     input_dim, num_classes = x.shape[1], int(max(y.max(), yt.max())) + 1
     lambdas, dense_params, budget = _check_train_args(args, input_dim, num_classes)
     _makedirs(output, "--output")
@@ -522,14 +528,14 @@ def _train(args, run):
         _say(args, f"resuming {output}: " + (
             f"{label}, {done} of {args.epochs} epochs done, continuing at epoch {done + 1}"
             if done < args.epochs else f"{label} has finished its {args.epochs} epochs"))
-    _say(args, f"{label} on {len(x):,} {args.dataset} training images, {args.epochs} epochs: "
+    _say(args, f"{label} on {len(x):,} {data_name(args)} training images, {args.epochs} epochs: "
                f"architecture {[input_dim, *args.hidden, num_classes]} ({dense_params:,} parameters), "
                f"lambda {lambdas} ({args.penalty} penalty)"
          + (f", model budget {args.model_budget:,} bytes" if args.model_budget else "")
          + (f", budget {memory.kib(budget):.2f} KiB, initial batch {args.initial_batch_size}"
             if budget else f", batch {args.batch_size}")
          + f" (Keras backend: {getattr(args, 'backend', None) or 'tensorflow'})")
-    common = {"dataset": args.dataset, "hidden": args.hidden, "num_classes": num_classes,
+    common = {"dataset": data_name(args), "hidden": args.hidden, "num_classes": num_classes,
               "learning_rate": args.learning_rate, "seed": args.seed, "verbose": _verbose(args)}
     # After every epoch (and its surgery): the history so far and the model, so that an
     # interrupted run keeps its last finished epoch and `--resume` continues from it.
@@ -580,7 +586,7 @@ def _train(args, run):
             phase = "outputs"
         else:  # its size and memory only: the paper's accounting needs no training
             baseline = harness.new_record(
-                "dense", args.batch_size, dataset=args.dataset, epochs=args.epochs,
+                "dense", args.batch_size, dataset=data_name(args), epochs=args.epochs,
                 params=dense_params, architecture=[input_dim, *args.hidden, num_classes],
                 model_bytes=memory.network_bytes(dense_params),
                 training_bytes=args.epochs * memory.mo_bytes(dense_params, args.batch_size, input_dim),
@@ -591,7 +597,7 @@ def _train(args, run):
             "keras_dynhp_version": __version__,
             "command": run.get("command") or getattr(args, "command_line", None),
             "config": {
-                "dataset": args.dataset, "mode": args.mode, "hidden": args.hidden,
+                "dataset": data_name(args), "mode": args.mode, "hidden": args.hidden,
                 "epochs": args.epochs, "l0_lambda": lambdas, "gamma": args.gamma,
                 "penalty": args.penalty, "model_budget_bytes": args.model_budget,
                 "accounting": args.accounting,

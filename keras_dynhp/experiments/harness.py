@@ -405,7 +405,8 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
     if gated:
         common["learning_rate_decay"] = learning_rate_decay
     if initial_epoch < epochs:
-        if not gated:
+        if not gated:  # plain Keras: float32 arrays once (a ScaledArray would be converted every epoch)
+            x, common["validation_data"] = np.asarray(x, "float32"), (np.asarray(xv, "float32"), yv)
             model.fit(x, y, batch_size=int(value), **common)
         elif method == "dynhp":
             model.fit(x, y, mode=method, gamma=gamma, seed=seed, alpha_bs=value,
