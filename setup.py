@@ -31,6 +31,8 @@ setup(
             "latex2mathml>=3.77",  # maths typeset at build time (docs/hooks/mathml.py)
         ],
         "plots": ["matplotlib>=3.8"],
+        # keras-dynhp train --data DIR: a folder of class sub-folders of images.
+        "images": ["pillow>=10"],
         # keras.callbacks.TensorBoard: TensorFlow 2.21 no longer brings tensorboard itself.
         "tensorboard": ["tensorboard>=2.18"],
         # The fast backend on CPU (KERAS_BACKEND=jax); TensorFlow stays for tf.data and LiteRT.

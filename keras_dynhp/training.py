@@ -424,6 +424,7 @@ def run_epochs(model, keras_fit, pipeline, validation, epochs, initial_epoch, ca
             for cb in watchers:  # a network over the model budget is no candidate for the best epoch
                 cb.start_from_epoch = max(cb.start_from_epoch, epoch + 1)
         callback_list.on_epoch_end(epoch, logs)
+        memory.release_free_memory()  # the epoch's freed compilation and data buffers
         if verbose:
             mode = "sp" if pruning is None else ("dynhp" if batch_policy.measures_variance else "hp")
             print(progress_line(epoch, epochs, logs, len(model.gated_layers), mode), flush=True)

@@ -54,7 +54,7 @@ def test_harness_modules_import_no_keras():
     assert _loaded_after("import keras_dynhp.experiments\n") == {"heavy": [], "experiments": [
         "keras_dynhp.experiments"]}
     loaded = _loaded_after("from keras_dynhp.experiments import datasets, harness, report, reproduce, "
-                           "tfmot_peer\n")
+                           "tfmot_peer, user_data\n")
     assert loaded["heavy"] == []
 
 

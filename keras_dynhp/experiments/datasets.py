@@ -58,8 +58,6 @@ import zlib
 
 import numpy as np
 
-from keras_dynhp.data import ScaledArray
-
 __all__ = [
     "DATASETS",
     "ENV_DATA_DIR",
@@ -590,6 +588,8 @@ def load_data(name, data_dir=None, flatten=True, normalize=True, as_uint8=False)
     logger.debug("Loading %s from %s", name, source.describe())
     x_train, y_train, x_test, y_test = _load_uint8(name, source)
     if as_uint8:
+        from keras_dynhp.data import ScaledArray  # the core loads Keras: only when asked
+
         if not normalize:
             raise ValueError("`as_uint8=True` serves pixels in [0, 1]: it needs `normalize=True`.")
         shape = (-1, 28 * 28) if flatten else (-1, 28, 28, 1)

@@ -41,7 +41,6 @@ import numpy as np
 
 from keras_dynhp import _keras_internals, memory
 from keras_dynhp._io import save_keras, write_json
-from keras_dynhp.data import take_rows
 
 #: Methods :func:`run_config` runs.
 METHODS = ("sp", "hp", "dynhp", "dense", "tfmot")
@@ -346,6 +345,7 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
     import keras
 
     from keras_dynhp import export
+    from keras_dynhp.data import take_rows
     from keras_dynhp.evaluation import accuracy
     from keras_dynhp.models import build_mlp, load_model  # also registers the saved classes
 

@@ -24,7 +24,6 @@ import zipfile
 
 import numpy as np
 
-from keras_dynhp.data import ScaledArray
 from keras_dynhp.experiments.datasets import DataError
 
 __all__ = ["IMAGE_EXTENSIONS", "DataFileError", "load_file"]
@@ -66,6 +65,8 @@ def load_file(path, test_fraction=0.2, seed=0):
 
 
 def _inputs(x):
+    from keras_dynhp.data import ScaledArray  # the core loads Keras: only once data are read
+
     return ScaledArray(x) if x.dtype == np.uint8 else x.astype(np.float32, copy=False)
 
 
@@ -171,7 +172,7 @@ def _read_images(paths):
     try:
         from PIL import Image
     except ImportError:
-        raise DataFileError("reading a folder of images needs Pillow: pip install pillow") from None
+        raise DataFileError("reading a folder of images needs Pillow: pip install 'keras_dynhp[images]'") from None
 
     def opened(p):
         try:
