@@ -95,6 +95,10 @@ VARIANTS = {
     # the trade-off figure: the library's defaults at other model budgets (paper "MBytes": KiB / 1000)
     **{f"defaults_{mb:.2f}MB": {"defaults": True, "model_budget": int(mb * 1000 * 1024)}
        for mb in (0.07, 0.14, 0.21, 0.4)},
+    # session 9: how the defaults split the size between inputs and hidden units (30 epochs,
+    # Fashion): dearer inputs (more pixels pruned, wider hidden layers) or dearer hidden units
+    "defaults_inputs3x": {"defaults": True, "build": {"l0_lambda": [0.003, 0.001, 0.001]}},
+    "defaults_hidden3x": {"defaults": True, "build": {"l0_lambda": [0.001, 0.003, 0.003]}},
     "a998_adamw01": {"build": {**SIZE, "droprate_init": 0.2}, "adamw": 0.1, "fit": {**COSINE, "alpha_bs": 0.998},
                      "budget": {"deadline_fraction": 0.25, "recover": False}},
 }
