@@ -330,3 +330,20 @@ def test_train_evaluate_and_export_on_a_users_npz_file(tmp_path, capsys):
     assert cli.main(["train", "--data", str(tmp_path / "bad.npz"), "--output", str(tmp_path / "r2")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bad.npz: missing array(s) x_test, y_test" in err[0]
+
+
+def test_train_lenet5_on_images_and_evaluate_it(tmp_path, fashion_subset, capsys):
+    out = tmp_path / "lenet"
+    assert cli.main(["train", "--arch", "lenet5", "--mode", "hp", "--epochs", "1", "--subset", "300",
+                     "--model-budget", "300KB", "--output", str(out), "--no-baseline", "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["arch"] == "lenet5"
+    assert summary["model"]["architecture"][0] == 1 and summary["model"]["architecture"][-1] == 10
+    assert summary["model"]["model_bytes"] <= 300_000
+    assert summary["baseline"]["architecture"] == [1, 20, 800, 500, 10]
+    assert summary["baseline"]["params"] == 431_080  # the plain Keras LeNet-5-Caffe
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(out / "compact.keras"), "--limit", "500", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_examples"] == 500
+    assert cli.main(["train", "--arch", "lenet5", "--lambda", "1,2", "--output", str(tmp_path / "x")]) == 2
+    assert "4 values for --arch lenet5" in capsys.readouterr().err

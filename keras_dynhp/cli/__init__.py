@@ -35,6 +35,10 @@ the history: the resumed run ends with the same weights as an uninterrupted one
 (bitwise on TensorFlow's CPU backend). `train` into a directory that holds a
 run refuses unless `--resume` (continue) or `--overwrite` (start again) is given.
 
+The network: `train --arch mlp` (the default: `--hidden` widths, LeNet-300-100
+unless told) or `--arch lenet5` (LeNet-5-Caffe, :func:`keras_dynhp.build_lenet5`,
+on the images; its dense baseline is a plain Keras LeNet-5 of the same shape).
+
 Your own data: `train`, `evaluate` and `export` take `--data PATH` instead of
 `--dataset`: a `.npz` file holding `x_train`, `y_train`, `x_test`, `y_test`,
 or a folder with one sub-folder of images per class (or `train/` and `test/`

@@ -151,15 +151,17 @@ def takes_rows(model):
     return len(model.input_shape) == 2
 
 
-def load_run_data(args, as_uint8=False, flatten=False):
+def load_run_data(args, as_uint8=False, flatten=False, images=False):
     """`((x, y), (xt, yt))` of `--data PATH` if given, else of the built-in `--dataset`.
 
-    With `flatten`, each example as one row (the MLPs' inputs). Problems with
-    the user's file are a RunError naming it.
+    With `flatten`, each example as one row (the MLPs' inputs); with `images`,
+    as an image (height, width, channels: a convolutional network's inputs);
+    else the built-in data sets are rows and a user's data as stored. Problems
+    with the user's file are a RunError naming it.
     """
     path = getattr(args, "data", None)
     if not path:
-        return load_dataset(args.dataset, as_uint8=as_uint8)
+        return load_dataset(args.dataset, as_uint8=as_uint8, flatten=not images)
     import numpy as np
 
     from keras_dynhp.experiments import user_data
@@ -170,17 +172,23 @@ def load_run_data(args, as_uint8=False, flatten=False):
         raise RunError(f"--data: {_one_line(e)}") from e
     if flatten:
         x, xt = x.reshape(len(x), -1), xt.reshape(len(xt), -1)
+    elif images:
+        if x.ndim == 3:  # grayscale images without a channel axis
+            x, xt = x.reshape(*x.shape, 1), xt.reshape(*xt.shape, 1)
+        if x.ndim != 4:
+            raise RunError(f"--data: {path} holds examples of shape {tuple(x.shape[1:])}; a "
+                           "convolutional network needs images (height, width[, channels])")
     if not as_uint8:
         x, xt = (np.asarray(a, dtype="float32") for a in (x, xt))
     return (x, y), (xt, yt)
 
 
-def load_dataset(name, as_uint8=False):
-    """`datasets.load_data(name, as_uint8=...)`, with missing or corrupt data as a RunError."""
+def load_dataset(name, as_uint8=False, flatten=True):
+    """`datasets.load_data(name, flatten, as_uint8=...)`, with missing or corrupt data as a RunError."""
     from keras_dynhp.experiments import datasets
 
     try:
-        return datasets.load_data(name, as_uint8=as_uint8)
+        return datasets.load_data(name, flatten=flatten, as_uint8=as_uint8)
     except datasets.DataError as e:
         raise RunError(f"cannot load {name}: {_lines(e)}") from e
 

@@ -34,13 +34,12 @@ def cmd_evaluate(args):
     from keras_dynhp import evaluation
 
     ext = _check_model_path(args.model, (".keras", ".tflite"))
-    (_, _), (xt, yt) = load_run_data(args)
+    model = load_keras_model(args.model) if ext == ".keras" else None
+    rows = model is None or takes_rows(model)  # an MLP (and the .tflite files) take rows, a CNN images
+    (_, _), (xt, yt) = load_run_data(args, flatten=rows, images=not rows)
     if args.limit is not None:
         xt, yt = xt[: args.limit], yt[: args.limit]
     if ext == ".keras":
-        model = load_keras_model(args.model)
-        if xt.ndim > 2 and takes_rows(model):  # images for an MLP: one row each
-            xt = xt.reshape(len(xt), -1)
         try:  # a model for other inputs is the user's mistake, not a bug
             model.predict(xt[:1], verbose=0)
         except ValueError as e:
@@ -48,7 +47,6 @@ def cmd_evaluate(args):
         runtime, kind = "keras", type(model).__name__
     else:
         trainable, width = _tflite_info(args.model)
-        xt = xt.reshape(len(xt), -1)  # the .tflite files take rows
         if width != xt.shape[1]:
             raise RunError(f"{args.model} takes inputs of width {width}; {data_name(args)} images have "
                            f"{xt.shape[1]}")

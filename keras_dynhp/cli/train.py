@@ -45,8 +45,11 @@ def _train_arguments(t):
     t.add_argument("--data", default=None, metavar="PATH", help=DATA_HELP)
     t.add_argument("--mode", choices=("sp", "hp", "dynhp"), default="dynhp",
                    help="soft pruning, hard pruning or DynHP (default dynhp)")
+    t.add_argument("--arch", choices=("mlp", "lenet5"), default="mlp",
+                   help="the network: an MLP of --hidden layers (default), or LeNet-5-Caffe "
+                        "(20-50-800-500 convolutions and dense layers, on the images)")
     t.add_argument("--hidden", type=_hidden, default=[300, 100], metavar="N[,N...]",
-                   help="hidden layer widths (default 300,100: LeNet-300-100)")
+                   help="hidden layer widths of --arch mlp (default 300,100: LeNet-300-100)")
     t.add_argument("--epochs", type=_positive_int, default=3, help="epochs to train (default 3)")
     t.add_argument("--batch-size", type=_positive_int, default=128,
                    help="batch size of sp/hp and of the dense baseline; the default DynHP budget is "
@@ -111,7 +114,21 @@ def _train_arguments(t):
                    help="no progress output; only the summary table is printed")
 
 
-def _check_train_args(args, input_dim, num_classes):
+def _network(args, example_shape, num_classes, gated):
+    """The network of the flags, built (not trained): a DynHPModel or the plain Keras baseline."""
+    import keras_dynhp
+    from keras_dynhp.experiments import harness
+
+    if args.arch == "lenet5":
+        if gated:
+            return keras_dynhp.build_lenet5(example_shape, num_classes=num_classes)
+        return harness.build_dense_lenet5(example_shape, num_classes, 1e-3, 0)
+    if gated:
+        return keras_dynhp.build_mlp(args.hidden, input_dim=example_shape[0], num_classes=num_classes)
+    return harness.build_dense(args.hidden, example_shape[0], num_classes, 1e-3, 0)
+
+
+def _check_train_args(args, example_shape, num_classes):
     """Lambdas (one per gated layer), dense parameters and the DynHP budget; flag problems
     are UsageErrors."""
     from keras_dynhp import memory
@@ -119,26 +136,28 @@ def _check_train_args(args, input_dim, num_classes):
     from keras_dynhp.experiments import harness
     from keras_dynhp.penalty import SETTINGS
 
-    n_layers = len(args.hidden) + 1
+    input_dim = math.prod(example_shape)  # numbers per example
+    lenet = args.arch == "lenet5"
+    n_layers = 4 if lenet else len(args.hidden) + 1
     if args.l0_lambda is None:
         args.l0_lambda = [SETTINGS[args.penalty]["l0_lambda"]]
     if args.droprate_init is None:
         args.droprate_init = SETTINGS[args.penalty]["droprate_init"]
     lambdas = args.l0_lambda
     if len(lambdas) not in (1, n_layers):
-        raise UsageError(
-            f"--lambda needs 1 or {n_layers} values for --hidden {','.join(map(str, args.hidden))} "
-            f"(one per gated layer: the input and each hidden layer); received {len(lambdas)}")
+        where = ("--arch lenet5 (its two convolutions and two dense layers)" if lenet else
+                 f"--hidden {','.join(map(str, args.hidden))} (one per gated layer: the input and "
+                 "each hidden layer)")
+        raise UsageError(f"--lambda needs 1 or {n_layers} values for {where}; received {len(lambdas)}")
     lambdas = lambdas * n_layers if len(lambdas) == 1 else lambdas
-    dense_params = harness.dense_params(input_dim, args.hidden, num_classes)
+    dense_params = (_network(args, example_shape, num_classes, gated=False).count_params() if lenet
+                    else harness.dense_params(input_dim, args.hidden, num_classes))
     budget = None
     accounting = getattr(args, "accounting", "paper")
     if args.mode == "dynhp":
         footprint = None
         if accounting == "full":  # the LeNet's footprint in the full accounting (a model built, not trained)
-            import keras_dynhp
-
-            model = keras_dynhp.build_mlp(args.hidden, input_dim=input_dim, num_classes=num_classes)
+            model = _network(args, example_shape, num_classes, gated=True)
             sp_fixed, sp_per_example = memory.footprint(model, "full")
             default = sp_fixed + args.batch_size * sp_per_example
             footprint = memory.footprint(model, "full", measures_variance=True)
@@ -156,7 +175,7 @@ def _check_train_args(args, input_dim, num_classes):
         if accounting != "paper":
             _warn("--accounting is only used by --mode dynhp (its budget); ignored")
     if getattr(args, "model_budget", None) is not None:
-        smallest = harness.dense_params(1, [1] * len(args.hidden), num_classes)  # one unit per gated layer
+        smallest = harness.dense_params(1, [1] * (n_layers - 1), num_classes)  # one unit per gated layer
         if args.model_budget < memory.network_bytes(smallest):
             raise UsageError(
                 f"--model-budget {args.model_budget:,} bytes cannot be met: the smallest network with one "
@@ -181,11 +200,11 @@ RUN_MARKERS = ("run.json", "model.keras", "history.json", "history.csv", "summar
 RUN_FLAGS = ("dataset", "mode", "hidden", "epochs", "batch_size", "initial_batch_size", "alpha_bs",
              "budget", "variance_every", "l0_lambda", "gamma", "droprate_init", "learning_rate",
              "seed", "subset", "quantization", "baseline", "units", "penalty", "model_budget",
-             "accounting", "learning_rate_decay", "data")
+             "accounting", "learning_rate_decay", "data", "arch")
 
 #: Flags added after run.json's format 1: a saved run without them takes their defaults, or
 #: the value in RUN_FLAGS_BEFORE where the default changed since.
-RUN_FLAGS_OPTIONAL = ("penalty", "model_budget", "accounting", "learning_rate_decay", "data")
+RUN_FLAGS_OPTIONAL = ("penalty", "model_budget", "accounting", "learning_rate_decay", "data", "arch")
 
 RUN_FLAGS_BEFORE = {"learning_rate_decay": "none"}  # runs saved before the flag trained at a constant rate
 
@@ -348,7 +367,7 @@ def _cut_history(path, epochs, model_path):
                    f"epoch(s), the model has finished {epochs})")
 
 
-def _model_checkpoint(path, history_path, args, input_dim, seconds):
+def _model_checkpoint(path, history_path, args, example_shape, seconds):
     """`run_config`'s `resume` for the DynHP model of an interrupted run (None: no epoch saved)."""
     if not os.path.exists(path):
         return None
@@ -359,9 +378,9 @@ def _model_checkpoint(path, history_path, args, input_dim, seconds):
     if not isinstance(epoch, int) or not 0 < epoch <= args.epochs:
         raise RunError(f"cannot resume from {path}: the training-state check failed (not a "
                        f"{args.mode} model of 1 to {args.epochs} finished epochs saved by `{PROG} train`)")
-    if model.input_dim != input_dim:
-        raise RunError(f"cannot resume from {path}: the input-width check failed (the model takes "
-                       f"{model.input_dim} inputs, {data_name(args)} images have {input_dim})")
+    if tuple(model.input_shape_) != tuple(example_shape):
+        raise RunError(f"cannot resume from {path}: the input-shape check failed (the model takes "
+                       f"{tuple(model.input_shape_)}, {data_name(args)} examples are {tuple(example_shape)})")
     return {"model": model, "epoch": epoch, "history": _cut_history(history_path, epoch, path),
             "seconds": seconds}
 
@@ -485,9 +504,18 @@ def _train(args, run):
 
     resuming = run is not None
     output = args.output or _default_output(args)
-    (x, y), (xt, yt) = load_run_data(args, as_uint8=True, flatten=True)  # float32 batch by batch
-    input_dim, num_classes = x.shape[1], int(max(y.max(), yt.max())) + 1
-    lambdas, dense_params, budget = _check_train_args(args, input_dim, num_classes)
+    lenet = args.arch == "lenet5"  # float32 batch by batch, from uint8
+    (x, y), (xt, yt) = load_run_data(args, as_uint8=True, flatten=not lenet, images=lenet)
+    example_shape, num_classes = tuple(int(d) for d in x.shape[1:]), int(max(y.max(), yt.max())) + 1
+    input_dim = math.prod(example_shape)
+    lambdas, dense_params, budget = _check_train_args(args, example_shape, num_classes)
+    if args.arch == "lenet5":
+        architecture_text = f"LeNet-5-Caffe on {'x'.join(map(str, example_shape))} images"
+        baseline_architecture = harness.dense_architecture(
+            _network(args, example_shape, num_classes, gated=False), example_shape)
+    else:
+        baseline_architecture = [input_dim, *args.hidden, num_classes]
+        architecture_text = f"architecture {baseline_architecture}"
     _makedirs(output, "--output")
     _remove_run_files(output, everything=args.overwrite)  # --overwrite: only now, flags checked
 
@@ -522,20 +550,20 @@ def _train(args, run):
 
     resume = None
     if resuming:
-        resume = _model_checkpoint(path("model.keras"), path("history.json"), args, input_dim,
+        resume = _model_checkpoint(path("model.keras"), path("history.json"), args, example_shape,
                                    seconds.get("model", 0.0))
         done = resume["epoch"] if resume else 0
         _say(args, f"resuming {output}: " + (
             f"{label}, {done} of {args.epochs} epochs done, continuing at epoch {done + 1}"
             if done < args.epochs else f"{label} has finished its {args.epochs} epochs"))
     _say(args, f"{label} on {len(x):,} {data_name(args)} training images, {args.epochs} epochs: "
-               f"architecture {[input_dim, *args.hidden, num_classes]} ({dense_params:,} parameters), "
+               f"{architecture_text} ({dense_params:,} parameters), "
                f"lambda {lambdas} ({args.penalty} penalty)"
          + (f", model budget {args.model_budget:,} bytes" if args.model_budget else "")
          + (f", budget {memory.kib(budget):.2f} KiB, initial batch {args.initial_batch_size}"
             if budget else f", batch {args.batch_size}")
          + f" (Keras backend: {getattr(args, 'backend', None) or 'tensorflow'})")
-    common = {"dataset": data_name(args), "hidden": args.hidden, "num_classes": num_classes,
+    common = {"dataset": data_name(args), "hidden": args.hidden, "num_classes": num_classes, "arch": args.arch,
               "learning_rate": args.learning_rate, "seed": args.seed, "verbose": _verbose(args)}
     # After every epoch (and its surgery): the history so far and the model, so that an
     # interrupted run keeps its last finished epoch and `--resume` continues from it.
@@ -573,7 +601,8 @@ def _train(args, run):
             if resuming:
                 resume = _baseline_checkpoint(path("baseline.keras"), path("baseline_history.json"),
                                               args, steps, seconds.get("baseline", 0.0))
-            _say(args, f"dense baseline: Keras Dense layers {hidden}, batch {args.batch_size}, "
+            kind = "Keras LeNet-5-Caffe" if lenet else f"Keras Dense layers {hidden}"
+            _say(args, f"dense baseline: {kind}, batch {args.batch_size}, "
                        f"{args.epochs} epochs"
                  + (f" ({resume['epoch']} done)" if resume else ""))
             baseline_saver = _epoch_saver(path("baseline.keras"),
@@ -587,17 +616,19 @@ def _train(args, run):
         else:  # its size and memory only: the paper's accounting needs no training
             baseline = harness.new_record(
                 "dense", args.batch_size, dataset=data_name(args), epochs=args.epochs,
-                params=dense_params, architecture=[input_dim, *args.hidden, num_classes],
+                params=dense_params, architecture=baseline_architecture,
                 model_bytes=memory.network_bytes(dense_params),
                 training_bytes=args.epochs * memory.mo_bytes(dense_params, args.batch_size, input_dim),
                 final_batch_size=args.batch_size)
             baseline["label"] += ", not trained"
+        if lenet:
+            baseline["label"] = baseline["label"].replace("Keras MLP", "Keras LeNet-5")
 
         summary = {
             "keras_dynhp_version": __version__,
             "command": run.get("command") or getattr(args, "command_line", None),
             "config": {
-                "dataset": data_name(args), "mode": args.mode, "hidden": args.hidden,
+                "dataset": data_name(args), "mode": args.mode, "arch": args.arch, "hidden": args.hidden,
                 "epochs": args.epochs, "l0_lambda": lambdas, "gamma": args.gamma,
                 "penalty": args.penalty, "model_budget_bytes": args.model_budget,
                 "accounting": args.accounting,

@@ -141,6 +141,59 @@ def finished(directory):
     return read_result(path) if os.path.exists(path) else None
 
 
+#: The networks `run_config` trains: LeNet-300-100-style MLPs (`hidden`) or LeNet-5-Caffe.
+ARCHITECTURES = ("mlp", "lenet5")
+
+
+def build_dense_lenet5(input_shape, num_classes, learning_rate, seed):
+    """The dense baseline of `arch="lenet5"`: a plain Keras LeNet-5-Caffe (20-50-800-500).
+
+    `Conv2D(20, 5)` -> max-pool 2 -> `Conv2D(50, 5)` -> max-pool 2 -> Flatten ->
+    `Dense(500)` -> `Dense(num_classes)`, ReLU inside, Adam; layer i's kernel seeded
+    with `seed + i`, as in :func:`keras_dynhp.build_lenet5`.
+    """
+    import keras
+
+    def init(i):
+        return keras.initializers.GlorotUniform(seed=seed + i)
+
+    model = keras.Sequential([
+        keras.Input(tuple(input_shape), name="images"),
+        keras.layers.Conv2D(20, 5, activation="relu", kernel_initializer=init(0), name="conv_0"),
+        keras.layers.MaxPooling2D(2, name="pool_0"),
+        keras.layers.Conv2D(50, 5, activation="relu", kernel_initializer=init(1), name="conv_1"),
+        keras.layers.MaxPooling2D(2, name="pool_1"),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(500, activation="relu", kernel_initializer=init(2), name="dense_2"),
+        keras.layers.Dense(num_classes, activation="softmax", kernel_initializer=init(3), name="dense_3"),
+    ], name="dense_lenet5")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def dense_architecture(model, input_shape):
+    """Widths of a plain Keras baseline, as `DynHPModel.architecture()` lists a gated one:
+    the input's width (channels for images), each layer's outputs, and for the last
+    convolution its flattened features (what the next dense layer's gates see).
+
+    Example:
+        >>> dense_architecture(build_dense([300, 100], 784, 10, 1e-3, 0), (784,))
+        [784, 300, 100, 10]
+    """
+    import keras
+
+    widths = [int(input_shape[-1])]
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            widths.append(int(layer.filters))
+        elif isinstance(layer, keras.layers.Flatten):
+            widths[-1] = int(np.prod(layer.output.shape[1:]))
+        elif isinstance(layer, keras.layers.Dense):
+            widths.append(int(layer.units))
+    return widths
+
+
 def build_dense(hidden, input_dim, num_classes, learning_rate, seed):
     """The dense baseline: a compiled Keras MLP (ReLU, softmax), Adam, seeded Glorot kernels.
 
@@ -228,7 +281,7 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
                budget_bytes=None, initial_batch_size=16, variance_every=1, sparsity=None, seed=0,
                verbose=2, callbacks=(), model_path=None, compact_path=None, tflite_path=None,
                quantization=None, resume=None, penalty="louizos", model_budget=None, tag=None,
-               accounting="paper", learning_rate_decay=None, validation=None):
+               accounting="paper", learning_rate_decay=None, validation=None, arch="mlp"):
     """Trains one configuration and returns its result record.
 
     "sp", "hp" and "dynhp" train :func:`keras_dynhp.build_mlp` with
@@ -244,7 +297,11 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
         directory: The configuration's directory (resumable run, see the module
             docstring), or None: nothing is written but the paths below.
         dataset: Name of the data set, recorded in the result.
-        hidden: Hidden layer widths.
+        hidden: Hidden layer widths (`arch="mlp"`).
+        arch: "mlp" (:func:`keras_dynhp.build_mlp` with `hidden`; dense
+            baseline :func:`build_dense`; inputs one row per example) or
+            "lenet5" (:func:`keras_dynhp.build_lenet5`; dense baseline
+            :func:`build_dense_lenet5`; inputs images, channels last).
         num_classes: Output classes (default: the largest label + 1).
         l0_lambda: L0 strength, one value or one per gated layer (sp/hp/dynhp).
         gamma: Hard-pruning threshold (hp/dynhp).
@@ -334,7 +391,11 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
             if dataset is not None:
                 done["dataset"] = dataset
             return done
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"`arch` must be one of {ARCHITECTURES}; received {arch!r}.")
     if method == "tfmot":
+        if arch != "mlp":
+            raise ValueError('method="tfmot" trains MLPs only (`arch="mlp"`).')
         from keras_dynhp.experiments import tfmot_peer
 
         if sparsity is None:
@@ -342,12 +403,10 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
         return tfmot_peer.run_tfmot(data, epochs, int(value), sparsity, directory, hidden=hidden,
                                     learning_rate=learning_rate, seed=seed, dataset=dataset)
 
-    import keras
-
     from keras_dynhp import export
     from keras_dynhp.data import take_rows
     from keras_dynhp.evaluation import accuracy
-    from keras_dynhp.models import build_mlp, load_model  # also registers the saved classes
+    from keras_dynhp.models import build_lenet5, build_mlp, load_model  # also registers the saved classes
 
     gated = method in GATED_METHODS
     (x, y), (xt, yt) = data
@@ -359,7 +418,10 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
         x, y = take_rows(x, slice(None, -validation)), y[:-validation]
     else:
         validation, xv, yv = None, xt, yt  # the paper's protocol: the test set, shown only
-    input_dim = int(x.shape[1])
+    example_shape = tuple(int(d) for d in x.shape[1:])
+    input_dim = int(np.prod(example_shape))  # numbers per example (the paper's batch memory)
+    if arch == "lenet5" and len(example_shape) != 3:
+        raise ValueError(f'arch="lenet5" needs images (n, height, width, channels); received {x.shape}.')
     if num_classes is None:
         num_classes = int(max(np.max(y), np.max(yt))) + 1
     if budget_bytes is not None:
@@ -382,10 +444,16 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
             initial_batch_size = int(history["next_batch_size"][-1])
     else:
         _keras_internals.set_random_seed(seed)  # a JAX run keeps TensorFlow unloaded
-        if gated:
+        if gated and arch == "lenet5":
+            model = build_lenet5(example_shape, num_classes=num_classes, l0_lambda=l0_lambda,
+                                 droprate_init=droprate_init, learning_rate=learning_rate, seed=seed,
+                                 penalty=penalty)
+        elif gated:
             model = build_mlp(list(hidden), input_dim=input_dim, num_classes=num_classes,
                               l0_lambda=l0_lambda, droprate_init=droprate_init,
                               learning_rate=learning_rate, seed=seed, penalty=penalty)
+        elif arch == "lenet5":
+            model = build_dense_lenet5(example_shape, num_classes, learning_rate, seed)
         else:
             model = build_dense(list(hidden), input_dim, num_classes, learning_rate, seed)
         state = {"history": {}, "epochs_done": 0, "seconds": 0.0}
@@ -420,8 +488,7 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
         params, architecture = model.count_params_stored(), model.architecture()
     else:
         params = model.count_params()
-        architecture = [input_dim] + [layer.units for layer in model.layers
-                                      if isinstance(layer, keras.layers.Dense)]
+        architecture = dense_architecture(model, example_shape)
         n = len(history.get("loss", []))
         mo = memory.mo_bytes(params, int(value), input_dim)
         history.update(params=[params] * n, network_bytes=[memory.network_bytes(params)] * n,
