@@ -347,3 +347,25 @@ def test_train_lenet5_on_images_and_evaluate_it(tmp_path, fashion_subset, capsys
     assert json.loads(capsys.readouterr().out)["test_examples"] == 500
     assert cli.main(["train", "--arch", "lenet5", "--lambda", "1,2", "--output", str(tmp_path / "x")]) == 2
     assert "4 values for --arch lenet5" in capsys.readouterr().err
+
+
+def test_train_a_users_own_keras_model(tmp_path, fashion_subset, capsys):
+    import keras
+
+    user = keras.Sequential([keras.Input((784,)), keras.layers.Dense(24, activation="relu"),
+                             keras.layers.Dropout(0.1), keras.layers.Dense(10, activation="softmax")])
+    user.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy")
+    user.save(tmp_path / "mine.keras")
+    out = tmp_path / "run"
+    assert cli.main(["train", "--model", str(tmp_path / "mine.keras"), "--mode", "hp", "--epochs", "1",
+                     "--subset", "300", "--model-budget", "40KB", "--output", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["baseline"]["label"].startswith("Your Keras model")
+    assert summary["baseline"]["params"] == user.count_params()
+    assert summary["baseline"]["architecture"] == [784, 24, 10]
+    assert summary["model"]["model_bytes"] <= 40_000 and summary["config"]["user_model"].endswith("mine.keras")
+    capsys.readouterr()
+    assert cli.main(["train", "--model", str(out / "model.keras"), "--output", str(tmp_path / "r2")]) == 1
+    assert "already a DynHPModel" in capsys.readouterr().err
+    assert cli.main(["train", "--model", str(tmp_path / "mine.keras"), "--arch", "lenet5",
+                     "--output", str(tmp_path / "r3")]) == 2

@@ -37,7 +37,11 @@ run refuses unless `--resume` (continue) or `--overwrite` (start again) is given
 
 The network: `train --arch mlp` (the default: `--hidden` widths, LeNet-300-100
 unless told) or `--arch lenet5` (LeNet-5-Caffe, :func:`keras_dynhp.build_lenet5`,
-on the images; its dense baseline is a plain Keras LeNet-5 of the same shape).
+on the images; its dense baseline is a plain Keras LeNet-5 of the same shape),
+or `--model my_model.keras`: your own Keras model, converted with its weights
+by :func:`keras_dynhp.prune` (a Dense chain, or convolutions and pooling
+before it); the baseline is then your model trained plainly from the same
+weights, with a fresh optimizer of its class and settings.
 
 Your own data: `train`, `evaluate` and `export` take `--data PATH` instead of
 `--dataset`: a `.npz` file holding `x_train`, `y_train`, `x_test`, `y_test`,

@@ -102,8 +102,10 @@ def _notes(summary, history, units="KiB"):
     baseline = summary.get("baseline") or {}
     if baseline.get("architecture"):
         lines.append(
-            f"- {baseline['label']}: a dense Keras "
-            f"{'LeNet-5' if cfg.get('arch') == 'lenet5' else 'MLP'} {baseline['architecture']} (no gates, no pruning), "
+            f"- {baseline['label']}: "
+            + (f"your Keras model {cfg['user_model']}, widths {baseline['architecture']}" if cfg.get("user_model")
+               else f"a dense Keras {'LeNet-5' if cfg.get('arch') == 'lenet5' else 'MLP'} {baseline['architecture']}")
+            + " (no gates, no pruning), "
             f"batch {baseline['final_batch_size']}"
             + (f", test error {baseline['error_pct']:.2f}%" if baseline.get("error_pct") is not None
                else ": not trained, its size and memory in the paper's accounting only"))

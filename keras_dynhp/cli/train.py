@@ -48,6 +48,10 @@ def _train_arguments(t):
     t.add_argument("--arch", choices=("mlp", "lenet5"), default="mlp",
                    help="the network: an MLP of --hidden layers (default), or LeNet-5-Caffe "
                         "(20-50-800-500 convolutions and dense layers, on the images)")
+    t.add_argument("--model", dest="user_model", default=None, metavar="PATH",
+                   help="your own Keras model (.keras: a Dense chain, or Conv2D/pooling then Dense) "
+                        "instead of --arch: converted by keras_dynhp.prune() with its weights; "
+                        "the dense baseline is your model trained plainly")
     t.add_argument("--hidden", type=_hidden, default=[300, 100], metavar="N[,N...]",
                    help="hidden layer widths of --arch mlp (default 300,100: LeNet-300-100)")
     t.add_argument("--epochs", type=_positive_int, default=3, help="epochs to train (default 3)")
@@ -119,6 +123,16 @@ def _network(args, example_shape, num_classes, gated):
     import keras_dynhp
     from keras_dynhp.experiments import harness
 
+    if getattr(args, "user", None) is not None:
+        if gated:
+            try:
+                return keras_dynhp.prune(args.user, l0_lambda=getattr(args, "lambdas", None),
+                                         droprate_init=args.droprate_init, penalty=args.penalty,
+                                         seed=args.seed)
+            except ValueError as e:
+                raise RunError(f"--model {args.user_model}: keras_dynhp.prune() cannot convert it: "
+                               f"{_one_line(e)}") from e
+        return _plain_copy(args.user, args.learning_rate)
     if args.arch == "lenet5":
         if gated:
             return keras_dynhp.build_lenet5(example_shape, num_classes=num_classes)
@@ -126,6 +140,38 @@ def _network(args, example_shape, num_classes, gated):
     if gated:
         return keras_dynhp.build_mlp(args.hidden, input_dim=example_shape[0], num_classes=num_classes)
     return harness.build_dense(args.hidden, example_shape[0], num_classes, 1e-3, 0)
+
+
+def _plain_copy(model, learning_rate):
+    """A fresh copy of the user's Keras model with its weights, compiled as it was (or with Adam)."""
+    import keras
+
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    optimizer = getattr(model, "optimizer", None)
+    optimizer = (type(optimizer).from_config(optimizer.get_config()) if optimizer is not None
+                 else keras.optimizers.Adam(learning_rate))
+    copy.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return copy
+
+
+def _load_user_model(args):
+    """The plain Keras model of --model, checked: a RunError for anything unusable."""
+    from keras_dynhp.models import DynHPModel
+
+    if args.arch != "mlp":
+        raise UsageError("give --model (your network) or --arch (ours), not both")
+    if not os.path.isfile(args.user_model):
+        raise RunError(f"--model {args.user_model}: no such file")
+    import warnings
+
+    with warnings.catch_warnings():  # its optimizer's state is not used: both runs start a fresh one
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model = load_keras_model(args.user_model, compile=True)
+    if isinstance(model, DynHPModel):
+        raise RunError(f"--model {args.user_model} is already a DynHPModel: continue its training with "
+                       "keras_dynhp.load_model() and fit(), or give the plain Keras model")
+    return model
 
 
 def _check_train_args(args, example_shape, num_classes):
@@ -138,20 +184,25 @@ def _check_train_args(args, example_shape, num_classes):
 
     input_dim = math.prod(example_shape)  # numbers per example
     lenet = args.arch == "lenet5"
-    n_layers = 4 if lenet else len(args.hidden) + 1
+    user = getattr(args, "user", None)
+    n_layers = (len(_network(args, example_shape, num_classes, gated=True).gated_layers) if user is not None
+                else 4 if lenet else len(args.hidden) + 1)
     if args.l0_lambda is None:
         args.l0_lambda = [SETTINGS[args.penalty]["l0_lambda"]]
     if args.droprate_init is None:
         args.droprate_init = SETTINGS[args.penalty]["droprate_init"]
     lambdas = args.l0_lambda
     if len(lambdas) not in (1, n_layers):
-        where = ("--arch lenet5 (its two convolutions and two dense layers)" if lenet else
+        where = (f"--model {args.user_model} ({n_layers} gated layers)" if user is not None else
+                 "--arch lenet5 (its two convolutions and two dense layers)" if lenet else
                  f"--hidden {','.join(map(str, args.hidden))} (one per gated layer: the input and "
                  "each hidden layer)")
         raise UsageError(f"--lambda needs 1 or {n_layers} values for {where}; received {len(lambdas)}")
     lambdas = lambdas * n_layers if len(lambdas) == 1 else lambdas
-    dense_params = (_network(args, example_shape, num_classes, gated=False).count_params() if lenet
+    dense_params = (user.count_params() if user is not None
+                    else _network(args, example_shape, num_classes, gated=False).count_params() if lenet
                     else harness.dense_params(input_dim, args.hidden, num_classes))
+    args.lambdas = lambdas
     budget = None
     accounting = getattr(args, "accounting", "paper")
     if args.mode == "dynhp":
@@ -200,11 +251,12 @@ RUN_MARKERS = ("run.json", "model.keras", "history.json", "history.csv", "summar
 RUN_FLAGS = ("dataset", "mode", "hidden", "epochs", "batch_size", "initial_batch_size", "alpha_bs",
              "budget", "variance_every", "l0_lambda", "gamma", "droprate_init", "learning_rate",
              "seed", "subset", "quantization", "baseline", "units", "penalty", "model_budget",
-             "accounting", "learning_rate_decay", "data", "arch")
+             "accounting", "learning_rate_decay", "data", "arch", "user_model")
 
 #: Flags added after run.json's format 1: a saved run without them takes their defaults, or
 #: the value in RUN_FLAGS_BEFORE where the default changed since.
-RUN_FLAGS_OPTIONAL = ("penalty", "model_budget", "accounting", "learning_rate_decay", "data", "arch")
+RUN_FLAGS_OPTIONAL = ("penalty", "model_budget", "accounting", "learning_rate_decay", "data", "arch",
+                      "user_model")
 
 RUN_FLAGS_BEFORE = {"learning_rate_decay": "none"}  # runs saved before the flag trained at a constant rate
 
@@ -504,12 +556,28 @@ def _train(args, run):
 
     resuming = run is not None
     output = args.output or _default_output(args)
-    lenet = args.arch == "lenet5"  # float32 batch by batch, from uint8
-    (x, y), (xt, yt) = load_run_data(args, as_uint8=True, flatten=not lenet, images=lenet)
+    lenet = args.arch == "lenet5"
+    args.user = _load_user_model(args) if args.user_model else None
+    if args.user is not None:  # the inputs its first layer takes: rows or images
+        wanted = tuple(int(d) for d in args.user.input_shape[1:])
+        lenet = len(wanted) == 3
+    (x, y), (xt, yt) = load_run_data(args, as_uint8=True, flatten=not lenet, images=lenet)  # uint8 held
     example_shape, num_classes = tuple(int(d) for d in x.shape[1:]), int(max(y.max(), yt.max())) + 1
+    if args.user is not None:
+        if example_shape != wanted:
+            raise RunError(f"--model {args.user_model} takes inputs of shape {wanted}; {data_name(args)} "
+                           f"examples are {example_shape}")
+        outputs = int(args.user.output_shape[-1])
+        if outputs < num_classes:
+            raise RunError(f"--model {args.user_model} has {outputs} outputs; {data_name(args)} has "
+                           f"{num_classes} classes")
+        num_classes = outputs
     input_dim = math.prod(example_shape)
     lambdas, dense_params, budget = _check_train_args(args, example_shape, num_classes)
-    if args.arch == "lenet5":
+    if args.user is not None:
+        architecture_text = f"your model {args.user_model} ({args.user.name})"
+        baseline_architecture = harness.dense_architecture(args.user, example_shape)
+    elif args.arch == "lenet5":
         architecture_text = f"LeNet-5-Caffe on {'x'.join(map(str, example_shape))} images"
         baseline_architecture = harness.dense_architecture(
             _network(args, example_shape, num_classes, gated=False), example_shape)
@@ -580,7 +648,8 @@ def _train(args, run):
                 penalty=args.penalty, model_budget=args.model_budget, accounting=args.accounting,
                 learning_rate_decay=None if args.learning_rate_decay == "none" else args.learning_rate_decay,
                 callbacks=[saver], model_path=path("model.keras"), compact_path=path("compact.keras"),
-                tflite_path=path("model.tflite"), quantization=args.quantization, resume=resume)
+                tflite_path=path("model.tflite"), quantization=args.quantization, resume=resume,
+                model=None if args.user is None or resume else _network(args, example_shape, num_classes, True))
         except keras_dynhp.training.DivergenceError as e:
             kept = (f"epochs 1-{saver.epochs_done} are saved in {path('model.keras')}"
                     if saver.epochs_done else "no epoch had finished")
@@ -601,7 +670,8 @@ def _train(args, run):
             if resuming:
                 resume = _baseline_checkpoint(path("baseline.keras"), path("baseline_history.json"),
                                               args, steps, seconds.get("baseline", 0.0))
-            kind = "Keras LeNet-5-Caffe" if lenet else f"Keras Dense layers {hidden}"
+            kind = (f"your model {args.user_model}, plainly" if args.user is not None
+                    else "Keras LeNet-5-Caffe" if lenet else f"Keras Dense layers {hidden}")
             _say(args, f"dense baseline: {kind}, batch {args.batch_size}, "
                        f"{args.epochs} epochs"
                  + (f" ({resume['epoch']} done)" if resume else ""))
@@ -609,9 +679,10 @@ def _train(args, run):
                                           dict((resume or {}).get("history") or {}),
                                           path("baseline_history.json"), None,
                                           timer("baseline", resume))
-            baseline = harness.run_config("dense", args.batch_size, data, args.epochs, **common,
-                                          callbacks=[baseline_saver], model_path=path("baseline.keras"),
-                                          resume=resume)
+            baseline = harness.run_config(
+                "dense", args.batch_size, data, args.epochs, **common, callbacks=[baseline_saver],
+                model_path=path("baseline.keras"), resume=resume,
+                model=None if args.user is None or resume else _network(args, example_shape, num_classes, False))
             phase = "outputs"
         else:  # its size and memory only: the paper's accounting needs no training
             baseline = harness.new_record(
@@ -621,7 +692,9 @@ def _train(args, run):
                 training_bytes=args.epochs * memory.mo_bytes(dense_params, args.batch_size, input_dim),
                 final_batch_size=args.batch_size)
             baseline["label"] += ", not trained"
-        if lenet:
+        if args.user is not None:
+            baseline["label"] = baseline["label"].replace("Dense Keras MLP", "Your Keras model")
+        elif lenet:
             baseline["label"] = baseline["label"].replace("Keras MLP", "Keras LeNet-5")
 
         summary = {
@@ -629,6 +702,7 @@ def _train(args, run):
             "command": run.get("command") or getattr(args, "command_line", None),
             "config": {
                 "dataset": data_name(args), "mode": args.mode, "arch": args.arch, "hidden": args.hidden,
+                "user_model": args.user_model,
                 "epochs": args.epochs, "l0_lambda": lambdas, "gamma": args.gamma,
                 "penalty": args.penalty, "model_budget_bytes": args.model_budget,
                 "accounting": args.accounting,

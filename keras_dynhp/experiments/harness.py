@@ -281,7 +281,8 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
                budget_bytes=None, initial_batch_size=16, variance_every=1, sparsity=None, seed=0,
                verbose=2, callbacks=(), model_path=None, compact_path=None, tflite_path=None,
                quantization=None, resume=None, penalty="louizos", model_budget=None, tag=None,
-               accounting="paper", learning_rate_decay=None, validation=None, arch="mlp"):
+               accounting="paper", learning_rate_decay=None, validation=None, arch="mlp",
+               model=None):
     """Trains one configuration and returns its result record.
 
     "sp", "hp" and "dynhp" train :func:`keras_dynhp.build_mlp` with
@@ -302,6 +303,11 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
             baseline :func:`build_dense`; inputs one row per example) or
             "lenet5" (:func:`keras_dynhp.build_lenet5`; dense baseline
             :func:`build_dense_lenet5`; inputs images, channels last).
+        model: A built, compiled model to train instead of building one (a
+            user's own: a DynHPModel from :func:`keras_dynhp.prune` for
+            sp/hp/dynhp, a plain Keras model for "dense"); `hidden`, `arch`,
+            `l0_lambda`, `droprate_init`, `learning_rate` and `penalty` are
+            then its own.
         num_classes: Output classes (default: the largest label + 1).
         l0_lambda: L0 strength, one value or one per gated layer (sp/hp/dynhp).
         gamma: Hard-pruning threshold (hp/dynhp).
@@ -420,7 +426,7 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
         validation, xv, yv = None, xt, yt  # the paper's protocol: the test set, shown only
     example_shape = tuple(int(d) for d in x.shape[1:])
     input_dim = int(np.prod(example_shape))  # numbers per example (the paper's batch memory)
-    if arch == "lenet5" and len(example_shape) != 3:
+    if model is None and arch == "lenet5" and len(example_shape) != 3:
         raise ValueError(f'arch="lenet5" needs images (n, height, width, channels); received {x.shape}.')
     if num_classes is None:
         num_classes = int(max(np.max(y), np.max(yt))) + 1
@@ -442,6 +448,10 @@ def run_config(method, value, data, epochs, directory=None, *, dataset=None, hid
                  "seconds": float(resume.get("seconds") or 0.0)}
         if method == "dynhp" and len(history.get("next_batch_size", [])) == initial_epoch > 0:
             initial_batch_size = int(history["next_batch_size"][-1])
+    elif model is not None:  # the caller's model, as it is
+        _keras_internals.set_random_seed(seed)  # a JAX run keeps TensorFlow unloaded
+        state = {"history": {}, "epochs_done": 0, "seconds": 0.0}
+        initial_epoch = 0
     else:
         _keras_internals.set_random_seed(seed)  # a JAX run keeps TensorFlow unloaded
         if gated and arch == "lenet5":
