@@ -548,6 +548,8 @@ def cmd_train(args):
 
 def _train(args, run):
     """`train` (fresh when `run` is None, else resuming the run whose run.json is `run`)."""
+    import keras
+
     import keras_dynhp.training
     from keras_dynhp import __version__, evaluation, memory
     from keras_dynhp._io import write_json
@@ -630,7 +632,7 @@ def _train(args, run):
          + (f", model budget {args.model_budget:,} bytes" if args.model_budget else "")
          + (f", budget {memory.kib(budget):.2f} KiB, initial batch {args.initial_batch_size}"
             if budget else f", batch {args.batch_size}")
-         + f" (Keras backend: {getattr(args, 'backend', None) or 'tensorflow'})")
+         + f" (Keras backend: {keras.backend.backend()})")
     common = {"dataset": data_name(args), "hidden": args.hidden, "num_classes": num_classes, "arch": args.arch,
               "learning_rate": args.learning_rate, "seed": args.seed, "verbose": _verbose(args)}
     # After every epoch (and its surgery): the history so far and the model, so that an
