@@ -572,9 +572,12 @@ class DynHPModel(backend.trainer(), keras.Model):
         resumed `fit` goes on where it stopped).
 
         Args:
-            x: NumPy inputs of shape (n, input_dim), or a `tf.data.Dataset` of
+            x: NumPy inputs of shape (n, input_dim), a
+                :class:`keras_dynhp.data.ScaledArray` (e.g. uint8 images held
+                as uint8, converted batch by batch), or a `tf.data.Dataset` of
                 `(x, y)`; for `dynhp` the dataset must be *unbatched* (it is
-                re-batched every epoch).
+                re-batched every epoch). Arrays are served batch by batch in
+                each epoch's seeded order, never copied whole.
             y: NumPy integer labels (None when `x` is a dataset).
             batch_size: Batch size for `sp`/`hp` (default 32).
             epochs: Number of epochs.
