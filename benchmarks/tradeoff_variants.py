@@ -246,14 +246,15 @@ def targets_table(out, variant="defaults", epochs=100):
 
 
 def tradeoff_points(out, epochs=30):
-    """Per data set, the trade-off runs (`defaults_*MB`, and `defaults` at the paper's size) of `epochs`:
+    """Per data set, the trade-off runs (`defaults_*MB`, and `defaults` at the paper's size) of `epochs`,
+    seed 0 (one point per size, as the page says):
     [(model MBytes, test error %, training memory vs SP %, variant, seed)], smallest model first."""
     points = {}
     for name in sorted(os.listdir(out)):
         if not name.endswith(".json"):
             continue
         r = json.load(open(os.path.join(out, name)))
-        if r["epochs"] != epochs or not (r["variant"] == "defaults" or r["variant"].endswith("MB")):
+        if r["epochs"] != epochs or r["seed"] != 0 or not (r["variant"] == "defaults" or r["variant"].endswith("MB")):
             continue
         points.setdefault(r["dataset"], []).append(
             (r["model_bytes"] / 1024 / 1000, r["test_error_pct"], r["memory_vs_sp_pct"], r["variant"], r["seed"]))
