@@ -136,6 +136,16 @@ def test_fences_use_known_languages():
             )
 
 
+def test_code_that_is_not_run_says_so():
+    """A ```py block looks like code the docs run; its title must say that it is not."""
+    for page in _pages():
+        for info, lineno, _, _ in _fence_spans(page.read_text()):
+            if _language(info) == "py":
+                assert 'title="Not run here: ' in info, (
+                    f"{page.relative_to(DOCS)}:{lineno}: a ```py block that is not run needs "
+                    'title="Not run here: <why>" (or make it ```python, which the docs test runs)')
+
+
 def test_tutorials_and_quickstart_have_snippets():
     names = {p.relative_to(DOCS).as_posix() for p in python_pages()}
     for page in ("quickstart.md", "tutorials/memory-budget.md", "tutorials/export.md",
