@@ -1,7 +1,8 @@
 """Input pipelines whose batch size can be recomputed every epoch.
 
-Arrays go to Keras as arrays; `tf.data` is used for datasets (and
-:func:`make_dataset`) only. TensorFlow is imported on first use, not with this
+Arrays (and :class:`ScaledArray`) go to Keras batch by batch
+(:class:`EpochBatches`: no copy of the data per epoch); `tf.data` is used for
+datasets (and :func:`make_dataset`) only. TensorFlow is imported on first use, not with this
 module: training on arrays on the JAX backend never loads it (it adds about
 580 MiB to the process, `benchmarks/bench_memory.py`).
 """
@@ -410,8 +411,8 @@ class EpochPipeline:
 
     Shuffling: epoch e visits the examples in :func:`epoch_order` (seed, e), a
     fresh order every epoch, the same one after a resume, also when DynHP
-    changes the batch size. Arrays go to Keras as arrays (in that order: Keras
-    slices the batches itself, the fastest path on every backend); datasets
+    changes the batch size. Arrays go to Keras as :class:`EpochBatches` (each
+    batch's rows gathered in that order, the arrays never copied whole); datasets
     are re-batched and shuffled as datasets. A batched `tf.data.Dataset` is used
     as given (it shuffles itself, or not).
     """
