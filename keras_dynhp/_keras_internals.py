@@ -55,3 +55,23 @@ def set_random_seed(seed):
 
     with tensorflow_left_unloaded():
         keras.utils.set_random_seed(seed)
+
+
+def order_tracked_layers(model, order):
+    """Puts `model`'s tracked sub-layers in the given order (the rest after them, as they were).
+
+    A subclassed Keras model lists its sub-layers, hence its
+    `trainable_variables` and the optimizer slots built on them, in the order
+    its tracker met them (`Layer._layers`). Swapping layers in place (hard
+    pruning's copies) appends the new ones at the end; a model saved then would
+    hold its optimizer state in an order that a freshly loaded model (tracked in
+    construction order) does not share. Putting the construction order back
+    after every swap keeps the two the same.
+
+    Args:
+        model: A Keras layer or model.
+        order: Its sub-layers in the wanted order.
+    """
+    position = {id(layer): k for k, layer in enumerate(order)}
+    tracked = model._layers
+    tracked.sort(key=lambda layer: position.get(id(layer), len(order)))

@@ -11,16 +11,20 @@ Supported: a `keras.Sequential` or functional model with one input and one
 output, made of registered layers in a chain (each one's output feeding only
 the next): `Dense` layers on `(batch, features)` inputs, or `Conv2D` layers on
 images `(batch, height, width, channels)` followed by `Dense` layers, with
-weight-free per-channel layers between them (pooling, `Flatten`, `Dropout`,
-activations: :data:`keras_dynhp.models.CONNECTOR_LAYERS`). The first
-convolution's image channels get no gates. Anything else is a clear
-`ValueError` naming the layer.
+per-channel layers between them: weight-free ones (pooling, `Flatten`,
+`Dropout`, activations, `ZeroPadding2D`:
+:data:`keras_dynhp.models.CONNECTOR_LAYERS`) and `BatchNormalization` and
+`DepthwiseConv2D`, which keep their weights and lose the channels their
+producer loses (:mod:`keras_dynhp.layers.channels`). A MobileNet (v1) is such
+a chain. The first convolution's image channels get no gates. Anything else
+(a branch, a residual `Add`) is a clear `ValueError` naming the layer.
 """
 
 import warnings
 
 import keras
 
+from keras_dynhp.layers import channels as channel_layers
 from keras_dynhp.layers.base import registered_gated_layers
 from keras_dynhp.penalty import DEFAULT_PENALTY, resolve_settings
 
@@ -61,9 +65,12 @@ def _chain_layers(model):
 def _check_layer(layer, registry):
     if type(layer) not in registry:
         supported = ", ".join(sorted(cls.__name__ for cls in registry))
+        from keras_dynhp.models import connector_names
+
         raise ValueError(
             f"Layer '{layer.name}' ({type(layer).__name__}) has no gated form: `prune` converts chains "
-            f"of {supported} layers. Remove it, or strip it into the data pipeline.")
+            f"of {supported} layers, with layers that act on each channel alone between them "
+            f"({connector_names()}). Remove it, or strip it into the data pipeline.")
     if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
         raise ValueError(f"Layer '{layer.name}' is LoRA-enabled or quantized: `prune` needs a plain float layer.")
     dropped = [name for name in ("kernel_regularizer", "bias_regularizer", "activity_regularizer",
@@ -119,17 +126,19 @@ def prune(model, l0_lambda=None, droprate_init=PRUNE_DROPRATE, penalty=DEFAULT_P
     from keras_dynhp.models import DynHPModel
 
     from keras_dynhp.layers import L0Conv2D
-    from keras_dynhp.models import CONNECTOR_LAYERS
+    from keras_dynhp.models import is_connector
 
     layers, input_shape = _chain_layers(model)
     registry = registered_gated_layers()
     gated_plain, connectors = [], []
     for layer in layers:
-        if isinstance(layer, CONNECTOR_LAYERS) and type(layer) not in registry:
+        if is_connector(layer) and type(layer) not in registry:
             if not gated_plain:
                 raise ValueError(
                     f"Layer '{layer.name}' ({type(layer).__name__}) comes before the first Dense or Conv2D "
                     "layer: `prune` needs a gated layer first (apply it to the data instead).")
+            if channel_layers.channel_handler(layer) is not None:
+                channel_layers.check_channel_layer(layer)
             connectors[-1].append(layer)
             continue
         _check_layer(layer, registry)
@@ -154,12 +163,19 @@ def prune(model, l0_lambda=None, droprate_init=PRUNE_DROPRATE, penalty=DEFAULT_P
     image = len(input_shape) > 1
     new = DynHPModel(gated, input_shape=input_shape if image else None,
                      input_dim=None if image else input_shape[0],
-                     connectors=[[type(c).from_config(c.get_config()) for c in gap] for gap in connectors[:-1]]
+                     connectors=[[_copy_connector(c) for c in gap] for gap in connectors[:-1]]
                      if image or any(connectors) else None,
                      penalty=penalty, name=name or f"{model.name}_dynhp")
     if compile:
         _compile_like(new, model)
     return new
+
+
+def _copy_connector(layer):
+    """A copy of a layer between gated layers: with its weights for a channel layer (BatchNormalization)."""
+    if channel_layers.channel_handler(layer) is not None:
+        return channel_layers.copy_channel_layer(layer)
+    return type(layer).from_config(layer.get_config())
 
 
 def _compile_like(new, model):

@@ -24,6 +24,7 @@ import numpy as np
 from keras_dynhp._io import write_bytes
 from keras_dynhp.data import ScaledArray
 from keras_dynhp.layers import FeatureSelect, L0Dense
+from keras_dynhp.layers import channels as channel_layers
 from keras_dynhp.layers.select import narrower_flat_map
 from keras_dynhp.penalty import delivered_masks
 
@@ -154,8 +155,10 @@ def strip(model, name=None, select_inputs=True):
         A functional `keras.Model`: the gather (if `select_inputs` and features
         were pruned) then each gated layer's plain equivalent
         (`keras.layers.Dense` for L0Dense, `keras.layers.Conv2D` for L0Conv2D),
-        with the model's pooling and Flatten layers between them and, after a
-        Flatten whose features were partly pruned, a fixed gather of the kept ones.
+        with the model's layers between them (pooling, Flatten, activations;
+        BatchNormalization and DepthwiseConv2D with their kept channels' weights)
+        and, after a Flatten whose features were partly pruned, a fixed gather of
+        the kept ones.
 
     Raises:
         ValueError: If the model is not a trained DynHPModel.
@@ -188,7 +191,12 @@ def strip(model, name=None, select_inputs=True):
         if last:
             break
         for connector in model.connectors[i]:
-            x = connector.__class__.from_config(connector.get_config())(x)
+            if channel_layers.channel_handler(connector) is not None:  # its weights, the kept channels
+                connector = (channel_layers.copy_channel_layer(connector) if keep_outputs is None
+                             else channel_layers.sliced_copy(connector, keep_outputs))
+            else:
+                connector = connector.__class__.from_config(connector.get_config())
+            x = connector(x)
         select = model.link_selects[i]
         if select is not None:
             channels = layer.output_units
@@ -200,7 +208,7 @@ def strip(model, name=None, select_inputs=True):
     return keras.Model(inputs, x, name=name or f"{model.name}_compact")
 
 
-_HIDDEN_ACTIVATIONS = ("relu", "tanh", "sigmoid", "linear")
+_HIDDEN_ACTIVATIONS = ("relu", "relu6", "tanh", "sigmoid", "linear")
 _OUTPUT_ACTIVATIONS = ("softmax", "linear")
 
 
@@ -282,12 +290,17 @@ def dense_stack(model, select_inputs=True):
             "input_name": input_name}
 
 
+def _tf_activations(tf):
+    """The TensorFlow function of each activation name a stack may hold."""
+    return {"relu": tf.nn.relu, "relu6": tf.nn.relu6, "tanh": tf.tanh, "sigmoid": tf.sigmoid,
+            "softmax": tf.nn.softmax, "linear": lambda h: h}
+
+
 def _inference_module(stack, batch_size):
     """A `tf.Module` computing the network of `stack` from constants (any backend trained it)."""
     import tensorflow as tf
 
-    activations = {"relu": tf.nn.relu, "tanh": tf.tanh, "sigmoid": tf.sigmoid, "softmax": tf.nn.softmax,
-                   "linear": lambda h: h}
+    activations = _tf_activations(tf)
     indices = None if stack["indices"] is None else tf.constant(stack["indices"], tf.int32)
     layers = [(tf.constant(k), None if b is None else tf.constant(b), activations[a])
               for k, b, a in stack["layers"]]
@@ -328,10 +341,15 @@ def layer_stack(model, select_inputs=True):
 
     Returns:
         A dict with `input_shape` (one example's), `ops` (tuples: `("conv",
-        kernel, bias, activation, strides, padding)`, `("max_pool" | "avg_pool",
+        kernel, bias, activation, strides, padding)`, `("depthwise", kernel,
+        bias, activation, strides, padding)`, `("max_pool" | "avg_pool",
         size, strides, padding)`, `("global_max_pool" | "global_avg_pool",)`,
         `("flatten",)`, `("gather", indices)`, `("dense", kernel, bias,
-        activation)`), `name` and `input_name`.
+        activation)`, `("pad", ((top, bottom), (left, right)))`,
+        `("activation", name)`, `("scale_shift", scale, shift)`), `name` and
+        `input_name`. A BatchNormalization (inference mode) is folded into the
+        convolution or dense layer right before it when that one has no
+        activation, else it is a `scale_shift`.
 
     Raises:
         ValueError: For layers or activations it cannot express.
@@ -358,6 +376,21 @@ def layer_stack(model, select_inputs=True):
             bias = keras.ops.convert_to_numpy(layer.bias).astype("float32") if layer.use_bias else None
             operations.append(("conv", kernel, bias, _activation_name(layer), tuple(layer.strides),
                                layer.padding))
+        elif type(layer) is keras.layers.DepthwiseConv2D:
+            channel_layers.check_channel_layer(layer)
+            kernel = keras.ops.convert_to_numpy(layer.kernel).astype("float32")
+            bias = keras.ops.convert_to_numpy(layer.bias).astype("float32") if layer.use_bias else None
+            operations.append(("depthwise", kernel, bias, _activation_name(layer), tuple(layer.strides),
+                               layer.padding))
+        elif type(layer) is keras.layers.BatchNormalization:
+            channel_layers.check_channel_layer(layer)
+            operations.append(_fold_batch_norm(layer, operations))
+        elif type(layer) is keras.layers.ZeroPadding2D:
+            if layer.data_format != "channels_last":
+                raise ValueError(f"ZeroPadding2D '{layer.name}': only channels_last.")
+            operations.append(("pad", tuple(tuple(int(p) for p in side) for side in layer.padding)))
+        elif type(layer) in (keras.layers.ReLU, keras.layers.Activation):
+            operations.append(("activation", _layer_activation_name(layer)))
         elif type(layer) in _POOLS:
             operations.append((_POOLS[type(layer)], tuple(layer.pool_size), tuple(layer.strides), layer.padding))
         elif type(layer) in _GLOBAL_POOLS:
@@ -370,8 +403,10 @@ def layer_stack(model, select_inputs=True):
             operations.append(("dense", kernel, bias, _activation_name(layer)))
         else:
             raise ValueError(
-                f"LiteRT files are built from Conv2D, pooling, Flatten, Dense layers and fixed gathers; "
-                f"layer '{layer.name}' is a {type(layer).__name__}.")
+                f"LiteRT files are built from Conv2D, DepthwiseConv2D, BatchNormalization, pooling, "
+                f"ZeroPadding2D, activation, Flatten, Dense layers and fixed gathers; layer '{layer.name}' "
+                f"is a {type(layer).__name__}.")
+    operations = [op for op in operations if op is not None]
     if not any(op[0] in ("conv", "dense") for op in operations):
         raise ValueError("The model has no Conv2D or Dense layer.")
     inputs = getattr(model, "inputs", None)
@@ -380,12 +415,45 @@ def layer_stack(model, select_inputs=True):
             "name": model.name, "input_name": input_name}
 
 
+def _layer_activation_name(layer):
+    """The activation of a `ReLU` or `Activation` layer, by name ("relu", "relu6", ...)."""
+    if isinstance(layer, keras.layers.ReLU):
+        max_value = None if layer.max_value is None else float(layer.max_value)
+        if float(layer.negative_slope) == 0.0 and float(layer.threshold) == 0.0 and max_value in (None, 6.0):
+            return "relu" if max_value is None else "relu6"
+        raise ValueError(f"ReLU '{layer.name}': only max_value None or 6, no negative slope or threshold.")
+    return _activation_name(layer)
+
+
+def _fold_batch_norm(layer, operations):
+    """A BatchNormalization in inference mode, folded into the op before it when that one is linear.
+
+    `y = gamma * (x - mean) / sqrt(var + eps) + beta = scale * x + shift`; after
+    `x = W h + b` that is `(scale W) h + (scale b + shift)`, exact in float.
+
+    Returns:
+        The `scale_shift` op, or None when it was folded (the op before it replaced).
+    """
+    value = lambda v: keras.ops.convert_to_numpy(v).astype("float64")  # noqa: E731
+    gamma = value(layer.gamma) if layer.scale else 1.0
+    beta = value(layer.beta) if layer.center else 0.0
+    scale = gamma / np.sqrt(value(layer.moving_variance) + layer.epsilon)
+    shift = beta - value(layer.moving_mean) * scale
+    previous = operations[-1] if operations else None
+    if previous is not None and previous[0] in ("conv", "depthwise", "dense") and previous[3] == "linear":
+        kind, kernel, bias = previous[:3]
+        axis_scale = scale[None, None, :, None] if kind == "depthwise" else scale
+        bias = shift if bias is None else bias * scale + shift
+        operations[-1] = (kind, (kernel * axis_scale).astype("float32"), bias.astype("float32"), *previous[3:])
+        return None
+    return ("scale_shift", scale.astype("float32"), shift.astype("float32"))
+
+
 def _ops_module(stack, batch_size):
     """A `tf.Module` computing the operations of a :func:`layer_stack` from constants."""
     import tensorflow as tf
 
-    activations = {"relu": tf.nn.relu, "tanh": tf.tanh, "sigmoid": tf.sigmoid, "softmax": tf.nn.softmax,
-                   "linear": lambda h: h}
+    activations = _tf_activations(tf)
     steps = []
     for op in stack["ops"]:
         kind = op[0]
@@ -394,6 +462,18 @@ def _ops_module(stack, batch_size):
             steps.append(functools.partial(
                 _conv_step, tf.constant(kernel), None if bias is None else tf.constant(bias),
                 activations[act], [1, *strides, 1], padding.upper()))
+        elif kind == "depthwise":
+            _, kernel, bias, act, strides, padding = op
+            steps.append(functools.partial(
+                _depthwise_step, tf.constant(kernel), None if bias is None else tf.constant(bias),
+                activations[act], [1, *strides, 1], padding.upper()))
+        elif kind == "pad":
+            (top, bottom), (left, right) = op[1]
+            steps.append(functools.partial(tf.pad, paddings=[[0, 0], [top, bottom], [left, right], [0, 0]]))
+        elif kind == "activation":
+            steps.append(activations[op[1]])
+        elif kind == "scale_shift":
+            steps.append(functools.partial(_scale_shift_step, tf.constant(op[1]), tf.constant(op[2])))
         elif kind in ("max_pool", "avg_pool"):
             _, size, strides, padding = op
             pool = tf.nn.max_pool2d if kind == "max_pool" else tf.nn.avg_pool2d
@@ -428,6 +508,17 @@ def _conv_step(kernel, bias, activation, strides, padding, h):
 
     h = tf.nn.conv2d(h, kernel, strides=strides, padding=padding)
     return activation(h if bias is None else tf.nn.bias_add(h, bias))
+
+
+def _depthwise_step(kernel, bias, activation, strides, padding, h):
+    import tensorflow as tf
+
+    h = tf.nn.depthwise_conv2d(h, kernel, strides=strides, padding=padding)
+    return activation(h if bias is None else tf.nn.bias_add(h, bias))
+
+
+def _scale_shift_step(scale, shift, h):
+    return h * scale + shift
 
 
 def _dense_step(kernel, bias, activation, h):

@@ -26,17 +26,31 @@ from keras_dynhp.data import (
     validation_inputs,
 )
 from keras_dynhp.layers import FeatureSelect, GatedLayer, L0Conv2D, L0Dense
+from keras_dynhp.layers import channels as channel_layers
 from keras_dynhp.layers.select import narrower_flat_map
 
 MODES = training.MODES
 
-#: Layers that may sit between two gated layers (`connectors`): they act on every
-#: channel alone and hold no weights, so removing a channel passes through them.
+#: Weight-free layers that may sit between two gated layers (`connectors`): they act on
+#: every channel alone, so removing a channel passes through them. Besides them, the
+#: per-channel layers with weights of :mod:`keras_dynhp.layers.channels`
+#: (BatchNormalization, DepthwiseConv2D) lose the removed channels with their producer.
 CONNECTOR_LAYERS = (
     keras.layers.MaxPooling2D, keras.layers.AveragePooling2D, keras.layers.GlobalAveragePooling2D,
     keras.layers.GlobalMaxPooling2D, keras.layers.Flatten, keras.layers.Dropout, keras.layers.Activation,
-    keras.layers.ReLU,
+    keras.layers.ReLU, keras.layers.ZeroPadding2D,
 )
+
+
+def is_connector(layer):
+    """Whether `layer` may sit between two gated layers (weight-free or a registered channel layer)."""
+    return isinstance(layer, CONNECTOR_LAYERS) or channel_layers.channel_handler(layer) is not None
+
+
+def connector_names():
+    """The layer types `is_connector` accepts, for error messages."""
+    classes = list(CONNECTOR_LAYERS) + list(channel_layers.registered_channel_layers())
+    return ", ".join(cls.__name__ for cls in classes)
 
 
 def _example_shape(input_dim, input_shape):
@@ -107,9 +121,11 @@ class DynHPModel(backend.trainer(), keras.Model):
             Set on every gated layer; None takes the layers' own setting.
         input_shape: Shape of one input example, e.g. `(28, 28, 1)` (default
             `(input_dim,)`).
-        connectors: One list per gap between gated layers of weight-free layers
-            acting on each channel alone (:data:`CONNECTOR_LAYERS`), or their
-            configs; None: none.
+        connectors: One list per gap between gated layers of layers acting on
+            each channel alone: weight-free ones (:data:`CONNECTOR_LAYERS`) and
+            per-channel layers with weights (BatchNormalization,
+            DepthwiseConv2D: :mod:`keras_dynhp.layers.channels`; before any
+            Flatten of their gap), or their configs; None: none.
         link_indices: Per gap, the features still read after a Flatten (saved
             with the model; None: all).
         **kwargs: Passed to `keras.Model` (e.g. `name`).
@@ -196,19 +212,62 @@ class DynHPModel(backend.trainer(), keras.Model):
         checked = []
         for gap in connectors:
             layers = [keras.saving.deserialize_keras_object(c) if isinstance(c, dict) else c for c in gap]
+            flattened = False
             for layer in layers:
-                if not isinstance(layer, CONNECTOR_LAYERS):
-                    names = ", ".join(cls.__name__ for cls in CONNECTOR_LAYERS)
+                if not is_connector(layer):
                     raise ValueError(
                         f"Layer '{getattr(layer, 'name', layer)}' ({type(layer).__name__}) cannot sit between "
-                        f"gated layers: only weight-free layers that act on each channel alone can ({names}).")
+                        f"gated layers: only layers that act on each channel alone can ({connector_names()}).")
+                if channel_layers.channel_handler(layer) is not None:
+                    if flattened:
+                        raise ValueError(
+                            f"Layer '{layer.name}' ({type(layer).__name__}) comes after a Flatten: per-channel "
+                            "layers with weights must act on the channels of the layer before it.")
+                    channel_layers.check_channel_layer(layer)
+                flattened = flattened or isinstance(layer, keras.layers.Flatten)
             checked.append(layers)
         return checked
 
     @property
     def connectors(self):
-        """Per gap between gated layers, the pass-through layers (pooling, Flatten, ...) in it."""
+        """Per gap between gated layers, the layers in it (pooling, Flatten, BatchNormalization, ...)."""
         return [list(gap) for gap in self._connectors]
+
+    def channel_layers(self, gap):
+        """The per-channel layers with weights of gap `gap` (they follow gated layer `gap`'s outputs)."""
+        return [c for c in self._connectors[gap] if channel_layers.channel_handler(c) is not None]
+
+    def _annotate_channel_params(self):
+        """Tells each gated layer what its gap's channel layers store per output channel.
+
+        `GatedLayer.output_channel_params` (derived, not saved) is added per
+        output unit to the layer's size wherever the size is computed
+        (:func:`keras_dynhp.penalty.network_params`: the penalty of eq. 11, the
+        model budget, the delivered size).
+        """
+        for i, layer in enumerate(self.gated_layers):
+            extra = 0 if i + 1 == len(self.gated_layers) else sum(
+                channel_layers.channel_params(c) for c in self._connectors[i])
+            layer.output_channel_params = int(extra)
+
+    def _put_layers_in_order(self):
+        """Sub-layers tracked in construction order after a swap (see `_keras_internals.order_tracked_layers`)."""
+        order = ([self.feature_select] + list(self.gated_layers) + [c for gap in self._connectors for c in gap]
+                 + [s for s in self.link_selects if s is not None])
+        _keras_internals.order_tracked_layers(self, order)
+        self._annotate_channel_params()
+
+    def replace_connectors(self, gap, layers):
+        """Swaps in the (sliced) layers of gap `gap`, in place and in order (see :meth:`replace_gated_layers`)."""
+        self._tracker.unlock()
+        try:
+            current = self._connectors[gap]
+            while current:
+                current.pop()
+            current.extend(layers)
+        finally:
+            self._tracker.lock()
+        self._put_layers_in_order()
 
     def build(self, input_shape):
         if tuple(input_shape[1:]) != self.input_shape_:
@@ -241,6 +300,7 @@ class DynHPModel(backend.trainer(), keras.Model):
                                                          name=f"feature_select_{i + 1}")
                     self.link_selects[i].build(shape)
                 shape = (None, self.link_selects[i].output_dim)
+        self._annotate_channel_params()
         self.built = True
 
     def call(self, inputs, training=None, probes=None):
@@ -384,6 +444,7 @@ class DynHPModel(backend.trainer(), keras.Model):
             self.gated_layers.extend(layers)
         finally:
             self._tracker.lock()
+        self._put_layers_in_order()
 
     def export(self, filepath, format="tf_saved_model", verbose=None, **kwargs):
         """Keras's `export`; `format="litert"` (or "tflite") writes the compact model's LiteRT file.
@@ -412,8 +473,14 @@ class DynHPModel(backend.trainer(), keras.Model):
         (print_fn or print)(text)
 
     def count_params_stored(self):
-        """Weights + biases stored by the network (the paper's parameter count)."""
-        return sum(layer.num_params() for layer in self.gated_layers)
+        """Weights + biases stored by the network (the paper's parameter count).
+
+        Includes the per-channel layers between gated layers (a
+        BatchNormalization's 4 numbers per channel, a depthwise kernel).
+        """
+        return (sum(layer.num_params() for layer in self.gated_layers)
+                + sum(c.count_params() for gap in self._connectors for c in gap
+                      if channel_layers.channel_handler(c) is not None))
 
     def network_bytes(self):
         """Bytes of the network in the paper's accounting."""

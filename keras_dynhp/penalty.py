@@ -115,8 +115,14 @@ def network_params(layers, inputs, outputs):
     """sum_l params_l(inputs[l], outputs[l]) (numbers or tensors)."""
     total = 0.0
     for layer, n_in, n_out in zip(layers, inputs, outputs):
-        total = total + layer.params_for(n_in, n_out)
+        total = total + layer.params_for(n_in, n_out) + output_channel_params(layer) * n_out
     return total
+
+
+def output_channel_params(layer):
+    """Numbers stored per output unit of `layer` by the per-channel layers after it (BatchNormalization,
+    depthwise kernels: `GatedLayer.output_channel_params`, set by the model; 0 without any)."""
+    return getattr(layer, "output_channel_params", 0)
 
 
 def chain_params(layers, counts):
@@ -198,7 +204,7 @@ def size_penalty(layers, links=None, numpy=False):
     total = 0.0
     for layer, n_in, n_out in zip(layers, inputs, outputs):
         weight = layer.l0_lambda / float(layer.dataset_size or 1)
-        total = total + weight * layer.params_for(n_in, n_out)
+        total = total + weight * (layer.params_for(n_in, n_out) + output_channel_params(layer) * n_out)
     return total
 
 

@@ -14,7 +14,10 @@ its features is left.
 
 Each gated layer owns its slicing (:meth:`~keras_dynhp.layers.GatedLayer.pruned`
 builds a smaller copy; :meth:`~keras_dynhp.layers.GatedLayer.prunable_weights`
-says which axes follow which units). The optimizer's per-variable slots
+says which axes follow which units). The per-channel layers with weights
+between a producer and its consumer (BatchNormalization, DepthwiseConv2D:
+:mod:`keras_dynhp.layers.channels`) belong to the producer's group: they lose
+the same channels, sliced by their own handlers. The optimizer's per-variable slots
 (moments, momentum) are sliced the same way and the iteration count is carried
 over: slots are matched to their variables through the optimizer's public
 `add_variable_from_reference`, which every Keras optimizer uses to create them.
@@ -26,6 +29,7 @@ import time
 import numpy as np
 from keras import ops
 
+from keras_dynhp.layers import channels as channel_layers
 from keras_dynhp.layers.base import slice_array
 from keras_dynhp.pruning import HardPruning
 
@@ -206,6 +210,10 @@ def remove_units(model, keep):
                     lambda value, axes=axes, rows=rows, cols=cols: slice_array(value, *axes, rows, cols))
                 replaced[id(old_var)] = (new_var, slicer)
             new_layers.append(new)
+        new_gaps = {}
+        for gap, cols in keep_out.items():  # the producer's channel layers lose its pruned channels
+            if gap + 1 < len(layers) and model.channel_layers(gap):
+                new_gaps[gap] = [_sliced_connector(c, cols, replaced) for c in model.connectors[gap]]
         saved = _network_state(model)
         try:  # all or nothing: an error or Ctrl-C in here leaves the model as it was
             if keep_features is not None:
@@ -213,6 +221,8 @@ def remove_units(model, keep):
             for gap, kept in keep_links.items():
                 model.select_link_features(gap, kept)
             model.replace_gated_layers(new_layers)
+            for gap, gap_layers in new_gaps.items():
+                model.replace_connectors(gap, gap_layers)
             if old_optimizer is not None and getattr(old_optimizer, "built", False):
                 carry_optimizer_state(model, old_optimizer, replaced)
         except BaseException:
@@ -229,6 +239,16 @@ def remove_units(model, keep):
     }
 
 
+def _sliced_connector(layer, keep, replaced):
+    """`layer` itself (weight-free), or its copy with the `keep` channels; records its variables in `replaced`."""
+    if channel_layers.channel_handler(layer) is None:
+        return layer
+    new = channel_layers.sliced_copy(layer, keep)
+    for old_var, new_var, slicer in zip(layer.variables, new.variables, channel_layers.channel_slicers(layer, keep)):
+        replaced[id(old_var)] = (new_var, slicer)
+    return new
+
+
 @dataclasses.dataclass
 class ArchitectureSnapshot:
     """What it takes to put a DynHPModel's network back as it was: see :func:`snapshot_architecture`.
@@ -241,6 +261,8 @@ class ArchitectureSnapshot:
         features: The model's selected input features (None: all).
         links: Per gap, `(input_dim, indices)` of the gather after a Flatten, or None.
         optimizer: The optimizer's variables' values (None: not built yet).
+        channels: Per gap, `{position in the gap: [values]}` of its per-channel
+            layers with weights (BatchNormalization, DepthwiseConv2D).
     """
 
     units: list
@@ -248,11 +270,13 @@ class ArchitectureSnapshot:
     features: object
     links: list
     optimizer: object = None
+    channels: list = None
 
     @property
     def nbytes(self):
         """Bytes of the copies the snapshot holds (memory the process keeps for it)."""
         arrays = [value for *_, values in self.layers for _, value in values] + list(self.optimizer or [])
+        arrays += [value for gap in self.channels or [] for values in gap.values() for value in values]
         return int(sum(np.asarray(a).nbytes for a in arrays))
 
     def signature(self):
@@ -267,20 +291,23 @@ def _signature(units, features, links):
 
 
 def _network_state(model):
-    """What a surgery or a restore changes: `(gated layers, input features, gathers, optimizer)`."""
+    """What a surgery or a restore changes: `(gated layers, input features, gathers, optimizer, connectors)`."""
     return (list(model.gated_layers), model.feature_select.indices, _links_of(model),
-            getattr(model, "optimizer", None))
+            getattr(model, "optimizer", None), model.connectors)
 
 
 def _put_back(model, state):
     """Undoes a half-done surgery or restore: the model as :func:`_network_state` saw it."""
-    layers, features, links, optimizer = state
+    layers, features, links, optimizer, connectors = state
     model.feature_select.set_indices(features)
     for select, link in zip(model.link_selects, links):
         if select is not None:
             select.input_dim = link[0]
             select.set_indices(link[1])
     model.replace_gated_layers(layers)
+    for gap, gap_layers in enumerate(connectors):
+        if [id(c) for c in gap_layers] != [id(c) for c in model.connectors[gap]]:
+            model.replace_connectors(gap, gap_layers)
     model.optimizer = optimizer
     model.invalidate_functions()
 
@@ -321,8 +348,10 @@ def snapshot_architecture(model, values=None):
     optimizer = getattr(model, "optimizer", None)
     slots = ([ops.convert_to_numpy(v) for v in optimizer.variables]
              if optimizer is not None and getattr(optimizer, "built", False) else None)
+    channels = [{k: [copy(v) for v in c.variables] for k, c in enumerate(gap)
+                 if channel_layers.channel_handler(c) is not None} for gap in model.connectors]
     return ArchitectureSnapshot(model.units(), layers, None if features is None else list(features),
-                                _links_of(model), slots)
+                                _links_of(model), slots, channels)
 
 
 def restore_architecture(model, snapshot):
@@ -336,6 +365,10 @@ def restore_architecture(model, snapshot):
     """
     new_layers = [cls.from_values(config, shape, values, scope)
                   for cls, config, shape, scope, values in snapshot.layers]
+    new_gaps = {}
+    for gap, stored in enumerate(snapshot.channels or []):
+        if stored:
+            new_gaps[gap] = [_restored_connector(c, stored.get(k)) for k, c in enumerate(model.connectors[gap])]
     saved = _network_state(model)
     old_optimizer = saved[3]
     try:
@@ -345,6 +378,8 @@ def restore_architecture(model, snapshot):
                 select.input_dim = link[0]
                 select.set_indices(link[1])
         model.replace_gated_layers(new_layers)
+        for gap, gap_layers in new_gaps.items():
+            model.replace_connectors(gap, gap_layers)
         if old_optimizer is not None and snapshot.optimizer is not None:
             optimizer, _ = _build_recording(old_optimizer, model.trainable_variables)
             if len(optimizer.variables) != len(snapshot.optimizer):
@@ -357,3 +392,12 @@ def restore_architecture(model, snapshot):
         _put_back(model, saved)
         raise
     model.invalidate_functions()
+
+
+def _restored_connector(layer, values):
+    """`layer` itself (weight-free), or a copy of channel layer `layer` holding a snapshot's `values`."""
+    if values is None:
+        return layer
+    axes = channel_layers.channel_handler(layer).channel_axes(layer)
+    channels = next(np.shape(v)[axis] for v, axis in zip(values, axes) if axis is not None)
+    return channel_layers.copy_with_values(layer, channels, values)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import keras
+import numpy as np
 import pytest
 
 from keras_dynhp import _keras_internals
@@ -129,3 +130,22 @@ def test_litert_interpreter_still_lists_its_ops():
     litert = pytest.importorskip("ai_edge_litert.interpreter")
     assert callable(getattr(litert.Interpreter, "_get_ops_details", None)), (
         "ai_edge_litert's Interpreter._get_ops_details is gone; litert.py lists a file's ops with it")
+
+
+def test_models_still_list_trainable_variables_in_tracked_layer_order():
+    class Two(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.blocks = [keras.layers.Dense(2, name="a"), keras.layers.Dense(3, name="b")]
+
+        def call(self, x):
+            return self.blocks[1](self.blocks[0](x))
+
+    model = Two()
+    model(np.zeros((1, 4), "float32"))
+    assert hasattr(model, "_layers"), f"{KERAS} models no longer keep `_layers` (update order_tracked_layers)"
+    _keras_internals.order_tracked_layers(model, [model.blocks[1], model.blocks[0]])
+    expected = model.blocks[1].trainable_variables + model.blocks[0].trainable_variables
+    assert [id(v) for v in model.trainable_variables] == [id(v) for v in expected], (
+        f"{KERAS} no longer lists a model's variables in `_layers` order: swapped layers would "
+        "save their optimizer state out of order (update order_tracked_layers)")

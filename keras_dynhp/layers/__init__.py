@@ -4,7 +4,9 @@ Modules: :mod:`~keras_dynhp.layers.gates` (eq. 3-5),
 :mod:`~keras_dynhp.layers.base` (the interface every gated layer type implements,
 and the registry), :mod:`~keras_dynhp.layers.dense` (:class:`L0Dense`),
 :mod:`~keras_dynhp.layers.conv` (:class:`L0Conv2D`),
-:mod:`~keras_dynhp.layers.select` (:class:`FeatureSelect`).
+:mod:`~keras_dynhp.layers.select` (:class:`FeatureSelect`),
+:mod:`~keras_dynhp.layers.channels` (per-channel layers with weights that
+follow their producer's channels: BatchNormalization, DepthwiseConv2D).
 """
 
 from keras_dynhp.layers.base import (
@@ -12,6 +14,11 @@ from keras_dynhp.layers.base import (
     register_gated_layer,
     registered_gated_layers,
     slice_array,
+)
+from keras_dynhp.layers.channels import (
+    ChannelLayer,
+    register_channel_layer,
+    registered_channel_layers,
 )
 from keras_dynhp.layers.conv import L0Conv2D
 from keras_dynhp.layers.dense import L0Dense
@@ -35,6 +42,7 @@ __all__ = [
     "LIMIT_HIGH",
     "LIMIT_LOW",
     "LOG_ALPHA_RANGE",
+    "ChannelLayer",
     "ClipLogAlpha",
     "FeatureSelect",
     "GatedLayer",
@@ -43,7 +51,9 @@ __all__ = [
     "deterministic_gate",
     "gate_probability",
     "hard_concrete_sample",
+    "register_channel_layer",
     "register_gated_layer",
+    "registered_channel_layers",
     "registered_gated_layers",
     "slice_array",
     "uniform_noise",

@@ -91,6 +91,52 @@ def slice_array(value, in_axis, out_axis, keep_inputs=None, keep_outputs=None):
     return value
 
 
+def build_with_values(layer, input_shape, values, scope=None, created_in_init=()):
+    """Builds an unbuilt `layer` whose weights start from the given values, in place.
+
+    The weights are created by the layer's own `build` with initializers that
+    return the values: running the real initializers at new shapes would cost a
+    compilation each on JAX, for nothing (hard pruning builds smaller copies).
+
+    Args:
+        layer: An unbuilt Keras layer.
+        input_shape: The shape to build with.
+        values: `(variable name, array)` pairs in the order of `layer.variables`
+            after the build.
+        scope: Name scope to build under (so variable paths stay the same).
+        created_in_init: Names of variables the constructor creates (not
+            `build`): assigned their values after the build.
+
+    Raises:
+        RuntimeError: If the built variables do not line up with `values` (a bug).
+    """
+    by_name = dict(values)
+    make_weight = layer.add_weight
+
+    def add_weight(*args, **kwargs):
+        value = by_name.get(kwargs.get("name"))
+        if value is not None:
+            kwargs["initializer"] = lambda shape, dtype=None: np.asarray(value, dtype=dtype)
+        return make_weight(*args, **kwargs)
+
+    object.__setattr__(layer, "add_weight", add_weight)
+    try:
+        if scope:
+            with keras.name_scope(scope):
+                layer.build(input_shape)
+        else:
+            layer.build(input_shape)
+    finally:
+        object.__delattr__(layer, "add_weight")
+    if len(layer.variables) != len(values):
+        raise RuntimeError(f"The copy of '{layer.name}' has a different set of variables.")
+    for variable, (name, value) in zip(layer.variables, values):
+        if variable.name != name or tuple(variable.shape) != tuple(np.shape(value)):
+            raise RuntimeError(f"The copy of '{layer.name}': variable {variable.name} does not line up.")
+        if variable.name in created_in_init:
+            variable.assign(value)
+
+
 class GatedLayer:
     """Mixin of layers whose input units carry hard-concrete L0 gates.
 
@@ -111,6 +157,12 @@ class GatedLayer:
     #: count no gate statistics: the model-size budget's recovery epochs set it
     #: (:mod:`keras_dynhp.budget`); not part of the layer's config.
     deterministic_training = False
+    #: Numbers stored per output unit by the per-channel layers between this layer and
+    #: the next gated one (BatchNormalization, depthwise kernels;
+    #: :mod:`keras_dynhp.layers.channels`): set by the model, counted in the size
+    #: wherever it is computed (:func:`keras_dynhp.penalty.network_params`); not part of
+    #: the layer's config.
+    output_channel_params = 0
 
     # ------------------------------------------------------------- options
     def set_gate_options(self, droprate_init, temperature, l0_lambda, weight_decay, penalty, dataset_size,
@@ -408,31 +460,8 @@ class GatedLayer:
             The new, built layer.
         """
         new = cls.from_config(config)
-        by_name = dict(values)
-        make_weight = new.add_weight
-
-        def add_weight(*args, **kwargs):
-            value = by_name.get(kwargs.get("name"))
-            if value is not None:
-                kwargs["initializer"] = lambda shape, dtype=None: np.asarray(value, dtype=dtype)
-            return make_weight(*args, **kwargs)
-
-        object.__setattr__(new, "add_weight", add_weight)
-        try:
-            if scope:
-                with keras.name_scope(scope):
-                    new.build(input_shape)
-            else:
-                new.build(input_shape)
-        finally:
-            object.__delattr__(new, "add_weight")
-        if len(new.variables) != len(values):
-            raise RuntimeError(f"The copy of '{new.name}' has a different set of variables.")
-        for variable, (name, value) in zip(new.variables, values):
-            if variable.name != name or tuple(variable.shape) != tuple(np.shape(value)):
-                raise RuntimeError(f"The copy of '{new.name}': variable {variable.name} does not line up.")
-            if variable.name == new.seed_generator.state.name:  # created in __init__, not build
-                variable.assign(value)
+        build_with_values(new, input_shape, values, scope,
+                          created_in_init=(new.seed_generator.state.name,))
         return new
 
     def variable_axes(self):
