@@ -32,7 +32,7 @@ demo: data
 CORE_TESTS := tests/test_gates.py tests/test_layers.py tests/test_pruning.py tests/test_surgery.py \
 	tests/test_batch_size.py tests/test_penalty.py tests/test_budget.py tests/test_memory.py tests/test_data.py tests/test_models.py \
 	tests/test_training.py tests/test_callbacks.py tests/test_export.py tests/test_litert.py \
-	tests/test_convert.py tests/test_conv.py tests/test_channels.py
+	tests/test_convert.py tests/test_conv.py tests/test_channels.py tests/test_skip.py tests/test_graph.py
 
 test: data
 	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest keras_dynhp tests

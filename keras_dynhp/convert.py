@@ -15,22 +15,29 @@ per-channel layers between them: weight-free ones (pooling, `Flatten`,
 `Dropout`, activations, `ZeroPadding2D`:
 :data:`keras_dynhp.models.CONNECTOR_LAYERS`) and `BatchNormalization` and
 `DepthwiseConv2D`, which keep their weights and lose the channels their
-producer loses (:mod:`keras_dynhp.layers.channels`). A MobileNet (v1) is such
-a chain. The first convolution's image channels get no gates. Anything else
-(a branch, a residual `Add`) is a clear `ValueError` naming the layer.
+producer loses (:mod:`keras_dynhp.layers.channels`). Residual connections
+(an `Add` of a block's input, directly or through shortcut layers, and its
+output: MobileNetV2, ResNets; :mod:`keras_dynhp.graph`) become
+:class:`~keras_dynhp.layers.skip.SkipSave` / :class:`~keras_dynhp.layers.skip.SkipAdd`;
+the channels an `Add` ties are kept whole (their consumer gets no gates) and
+every block's inner channels are pruned. The first convolution's image
+channels get no gates. Anything else (`Concatenate`, a skip inside a skip, a
+layer used twice) is a clear `ValueError` naming the layer.
 """
 
 import warnings
 
 import keras
 
+from keras_dynhp.graph import trace_chain
 from keras_dynhp.layers import channels as channel_layers
 from keras_dynhp.layers.base import registered_gated_layers
+from keras_dynhp.layers.skip import SkipAdd, SkipSave
 from keras_dynhp.penalty import DEFAULT_PENALTY, resolve_settings
 
 
-def _chain_layers(model):
-    """The model's layers in order, without InputLayers; a clear error if not a plain chain."""
+def _chain_steps(model):
+    """The model's main path with its skips (:func:`keras_dynhp.graph.trace_chain`), and its input shape."""
     if not isinstance(model, keras.Model):
         raise ValueError(f"`prune` takes a Keras model; received {type(model).__name__}.")
     if not model.built or not getattr(model, "inputs", None):
@@ -46,20 +53,8 @@ def _chain_layers(model):
         raise ValueError(
             f"`prune` supports inputs of shape (batch, features) or images (batch, height, width, "
             f"channels) of known size; this model takes {shape}.")
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    if not isinstance(model, keras.Sequential):
-        for layer in layers:  # a chain: every layer called once, on the previous layer's output
-            if len(layer._inbound_nodes) != 1:
-                raise ValueError(f"Layer '{layer.name}' is used more than once: `prune` supports chains.")
-        previous = model.inputs[0]
-        for layer in layers:
-            node = layer._inbound_nodes[0]
-            if len(node.input_tensors) != 1 or node.input_tensors[0] is not previous:
-                raise ValueError(
-                    f"Layer '{layer.name}' does not take the previous layer's output: `prune` "
-                    "supports chains of layers (no branches or skip connections).")
-            previous = node.output_tensors[0]
-    return layers, tuple(int(d) for d in shape[1:])
+    steps = trace_chain(model)
+    return steps, tuple(int(d) for d in shape[1:])
 
 
 def _check_layer(layer, registry):
@@ -88,7 +83,7 @@ PRUNE_DROPRATE = 0.05
 
 def prune(model, l0_lambda=None, droprate_init=PRUNE_DROPRATE, penalty=DEFAULT_PENALTY, weight_decay=0.0,
           seed=None, compile=True, name=None):
-    """Converts a Keras model's Dense chain into a DynHPModel (gated layers, weights carried over).
+    """Converts a Keras model (Dense / Conv2D layers, with what sits between them) into a DynHPModel.
 
     Args:
         model: A built `keras.Sequential` or functional model (see the module
@@ -123,20 +118,27 @@ def prune(model, l0_lambda=None, droprate_init=PRUNE_DROPRATE, penalty=DEFAULT_P
         >>> model.fit(x, y, mode="hp", epochs=10)                 # doctest: +SKIP
         >>> compact = keras_dynhp.strip(model)                    # doctest: +SKIP
     """
-    from keras_dynhp.models import DynHPModel
-
     from keras_dynhp.layers import L0Conv2D
-    from keras_dynhp.models import is_connector
+    from keras_dynhp.models import DynHPModel, is_connector
 
-    layers, input_shape = _chain_layers(model)
+    steps, input_shape = _chain_steps(model)
     registry = registered_gated_layers()
     gated_plain, connectors = [], []
-    for layer in layers:
+    for step in steps:
+        layer = None if step[0] == "save" else step[-1]
+        if not gated_plain and (layer is None or is_connector(layer) and type(layer) not in registry):
+            what = "A skip connection" if layer is None else f"Layer '{layer.name}' ({type(layer).__name__})"
+            raise ValueError(f"{what} comes before the first Dense or Conv2D layer: `prune` needs a gated "
+                             "layer first (apply it to the data instead).")
+        if step[0] == "save":
+            connectors[-1].append(SkipSave(step[1]))
+            continue
+        if step[0] == "add":
+            _, key, shortcut, add = step
+            shortcut = [_copy_shortcut_layer(s) for s in shortcut]
+            connectors[-1].append(SkipAdd(key, shortcut=shortcut, name=add.name))
+            continue
         if is_connector(layer) and type(layer) not in registry:
-            if not gated_plain:
-                raise ValueError(
-                    f"Layer '{layer.name}' ({type(layer).__name__}) comes before the first Dense or Conv2D "
-                    "layer: `prune` needs a gated layer first (apply it to the data instead).")
             if channel_layers.channel_handler(layer) is not None:
                 channel_layers.check_channel_layer(layer)
             connectors[-1].append(layer)
@@ -159,6 +161,8 @@ def prune(model, l0_lambda=None, droprate_init=PRUNE_DROPRATE, penalty=DEFAULT_P
                       seed=None if seed is None else seed + i)
         if i == 0 and registry[type(layer)] is L0Conv2D:
             kwargs["gate_inputs"] = False  # image channels: never gated
+        if i > 0 and any(isinstance(c, (SkipSave, SkipAdd)) for c in connectors[i - 1]):
+            kwargs["gate_inputs"] = False  # channels tied by a residual Add: kept whole (layers/skip.py)
         gated.append(registry[type(layer)].from_plain(layer, **kwargs))
     image = len(input_shape) > 1
     new = DynHPModel(gated, input_shape=input_shape if image else None,
@@ -171,8 +175,18 @@ def prune(model, l0_lambda=None, droprate_init=PRUNE_DROPRATE, penalty=DEFAULT_P
     return new
 
 
+def _copy_shortcut_layer(layer):
+    """A built copy of a layer on a skip connection, with its weights (kept whole: never pruned)."""
+    copy = type(layer).from_config(layer.get_config())
+    copy.build(tuple(layer.input.shape))
+    copy.set_weights(layer.get_weights())
+    return copy
+
+
 def _copy_connector(layer):
     """A copy of a layer between gated layers: with its weights for a channel layer (BatchNormalization)."""
+    if isinstance(layer, (SkipSave, SkipAdd)):  # made by `prune` itself
+        return layer
     if channel_layers.channel_handler(layer) is not None:
         return channel_layers.copy_channel_layer(layer)
     return type(layer).from_config(layer.get_config())

@@ -23,9 +23,11 @@ import numpy as np
 
 from keras_dynhp._io import write_bytes
 from keras_dynhp.data import ScaledArray
+from keras_dynhp.graph import trace_chain
 from keras_dynhp.layers import FeatureSelect, L0Dense
 from keras_dynhp.layers import channels as channel_layers
 from keras_dynhp.layers.select import narrower_flat_map
+from keras_dynhp.layers.skip import SkipAdd, SkipSave
 from keras_dynhp.penalty import delivered_masks
 
 
@@ -156,8 +158,8 @@ def strip(model, name=None, select_inputs=True):
         were pruned) then each gated layer's plain equivalent
         (`keras.layers.Dense` for L0Dense, `keras.layers.Conv2D` for L0Conv2D),
         with the model's layers between them (pooling, Flatten, activations;
-        BatchNormalization and DepthwiseConv2D with their kept channels' weights)
-        and, after a Flatten whose features were partly pruned, a fixed gather of
+        BatchNormalization and DepthwiseConv2D with their kept channels' weights;
+        a residual connection as a Keras `Add`) and, after a Flatten whose features were partly pruned, a fixed gather of
         the kept ones.
 
     Raises:
@@ -178,6 +180,7 @@ def strip(model, name=None, select_inputs=True):
     else:
         inputs = keras.Input(shape[:-1] + (len(indices),), name="selected_pixels")
         x = inputs
+    saved = {}
     for i, layer in enumerate(layers):
         last = i + 1 == len(layers)
         if last:
@@ -191,6 +194,15 @@ def strip(model, name=None, select_inputs=True):
         if last:
             break
         for connector in model.connectors[i]:
+            if isinstance(connector, SkipSave):
+                saved[connector.key] = x
+                continue
+            if isinstance(connector, SkipAdd):  # tied channels: kept whole, the shortcut copied as it is
+                shortcut = saved[connector.key]
+                for layer_on_skip in connector.shortcut:
+                    shortcut = _copy_with_weights(layer_on_skip, shortcut)
+                x = keras.layers.Add(name=connector.name)([x, shortcut])
+                continue
             if channel_layers.channel_handler(connector) is not None:  # its weights, the kept channels
                 connector = (channel_layers.copy_channel_layer(connector) if keep_outputs is None
                              else channel_layers.sliced_copy(connector, keep_outputs))
@@ -206,6 +218,14 @@ def strip(model, name=None, select_inputs=True):
             if len(renumbered) < width:
                 x = gather_inputs(width, renumbered, name=f"feature_select_{i + 1}")(x)
     return keras.Model(inputs, x, name=name or f"{model.name}_compact")
+
+
+def _copy_with_weights(layer, x):
+    """A copy of a plain Keras layer applied to `x`, holding the layer's weights."""
+    copy = type(layer).from_config(layer.get_config())
+    y = copy(x)
+    copy.set_weights(layer.get_weights())
+    return y
 
 
 _HIDDEN_ACTIVATIONS = ("relu", "relu6", "tanh", "sigmoid", "linear")
@@ -346,8 +366,9 @@ def layer_stack(model, select_inputs=True):
         size, strides, padding)`, `("global_max_pool" | "global_avg_pool",)`,
         `("flatten",)`, `("gather", indices)`, `("dense", kernel, bias,
         activation)`, `("pad", ((top, bottom), (left, right)))`,
-        `("activation", name)`, `("scale_shift", scale, shift)`), `name` and
-        `input_name`. A BatchNormalization (inference mode) is folded into the
+        `("activation", name)`, `("scale_shift", scale, shift)`, `("save",
+        key)` and `("add", key, shortcut ops)` for a residual connection),
+        `name` and `input_name`. A BatchNormalization (inference mode) is folded into the
         convolution or dense layer right before it when that one has no
         activation, else it is a `scale_shift`.
 
@@ -360,52 +381,16 @@ def layer_stack(model, select_inputs=True):
     if isinstance(model, DynHPModel):
         model = strip(model, select_inputs=select_inputs)
     operations = []
-    for layer in model.layers:
-        if isinstance(layer, (keras.layers.InputLayer, keras.layers.Dropout)):
-            continue
-        gather = _gather_indices(layer)
-        if gather is not None:
-            operations.append(("gather", gather[1]))
-        elif isinstance(layer, FeatureSelect):
-            if layer.indices is not None:
-                operations.append(("gather", np.asarray(layer.indices, "int32")))
-        elif isinstance(layer, keras.layers.Conv2D) and type(layer) is keras.layers.Conv2D:
-            if layer.data_format != "channels_last" or tuple(layer.dilation_rate) != (1, 1) or layer.groups != 1:
-                raise ValueError(f"Conv2D '{layer.name}': only channels_last, undilated, ungrouped convolutions.")
-            kernel = keras.ops.convert_to_numpy(layer.kernel).astype("float32")
-            bias = keras.ops.convert_to_numpy(layer.bias).astype("float32") if layer.use_bias else None
-            operations.append(("conv", kernel, bias, _activation_name(layer), tuple(layer.strides),
-                               layer.padding))
-        elif type(layer) is keras.layers.DepthwiseConv2D:
-            channel_layers.check_channel_layer(layer)
-            kernel = keras.ops.convert_to_numpy(layer.kernel).astype("float32")
-            bias = keras.ops.convert_to_numpy(layer.bias).astype("float32") if layer.use_bias else None
-            operations.append(("depthwise", kernel, bias, _activation_name(layer), tuple(layer.strides),
-                               layer.padding))
-        elif type(layer) is keras.layers.BatchNormalization:
-            channel_layers.check_channel_layer(layer)
-            operations.append(_fold_batch_norm(layer, operations))
-        elif type(layer) is keras.layers.ZeroPadding2D:
-            if layer.data_format != "channels_last":
-                raise ValueError(f"ZeroPadding2D '{layer.name}': only channels_last.")
-            operations.append(("pad", tuple(tuple(int(p) for p in side) for side in layer.padding)))
-        elif type(layer) in (keras.layers.ReLU, keras.layers.Activation):
-            operations.append(("activation", _layer_activation_name(layer)))
-        elif type(layer) in _POOLS:
-            operations.append((_POOLS[type(layer)], tuple(layer.pool_size), tuple(layer.strides), layer.padding))
-        elif type(layer) in _GLOBAL_POOLS:
-            operations.append((_GLOBAL_POOLS[type(layer)],))
-        elif isinstance(layer, keras.layers.Flatten):
-            operations.append(("flatten",))
-        elif isinstance(layer, keras.layers.Dense):
-            kernel = keras.ops.convert_to_numpy(layer.kernel).astype("float32")
-            bias = keras.ops.convert_to_numpy(layer.bias).astype("float32") if layer.use_bias else None
-            operations.append(("dense", kernel, bias, _activation_name(layer)))
+    for step in trace_chain(model):
+        if step[0] == "save":
+            operations.append(("save", step[1]))
+        elif step[0] == "add":
+            shortcut = []
+            for layer in step[2]:
+                _append_layer_ops(layer, shortcut)
+            operations.append(("add", step[1], [op for op in shortcut if op is not None]))
         else:
-            raise ValueError(
-                f"LiteRT files are built from Conv2D, DepthwiseConv2D, BatchNormalization, pooling, "
-                f"ZeroPadding2D, activation, Flatten, Dense layers and fixed gathers; layer '{layer.name}' "
-                f"is a {type(layer).__name__}.")
+            _append_layer_ops(step[1], operations)
     operations = [op for op in operations if op is not None]
     if not any(op[0] in ("conv", "dense") for op in operations):
         raise ValueError("The model has no Conv2D or Dense layer.")
@@ -413,6 +398,55 @@ def layer_stack(model, select_inputs=True):
     input_name = inputs[0].name.split(":")[0] if inputs else "pixels"
     return {"input_shape": tuple(int(d) for d in model.inputs[0].shape[1:]), "ops": operations,
             "name": model.name, "input_name": input_name}
+
+
+def _append_layer_ops(layer, operations):
+    """Appends the operation of one layer of a compact model to `operations` (see :func:`layer_stack`)."""
+    if isinstance(layer, (keras.layers.InputLayer, keras.layers.Dropout)):
+        return
+    gather = _gather_indices(layer)
+    if gather is not None:
+        operations.append(("gather", gather[1]))
+    elif isinstance(layer, FeatureSelect):
+        if layer.indices is not None:
+            operations.append(("gather", np.asarray(layer.indices, "int32")))
+    elif isinstance(layer, keras.layers.Conv2D) and type(layer) is keras.layers.Conv2D:
+        if layer.data_format != "channels_last" or tuple(layer.dilation_rate) != (1, 1) or layer.groups != 1:
+            raise ValueError(f"Conv2D '{layer.name}': only channels_last, undilated, ungrouped convolutions.")
+        kernel = keras.ops.convert_to_numpy(layer.kernel).astype("float32")
+        bias = keras.ops.convert_to_numpy(layer.bias).astype("float32") if layer.use_bias else None
+        operations.append(("conv", kernel, bias, _activation_name(layer), tuple(layer.strides),
+                           layer.padding))
+    elif type(layer) is keras.layers.DepthwiseConv2D:
+        channel_layers.check_channel_layer(layer)
+        kernel = keras.ops.convert_to_numpy(layer.kernel).astype("float32")
+        bias = keras.ops.convert_to_numpy(layer.bias).astype("float32") if layer.use_bias else None
+        operations.append(("depthwise", kernel, bias, _activation_name(layer), tuple(layer.strides),
+                           layer.padding))
+    elif type(layer) is keras.layers.BatchNormalization:
+        channel_layers.check_channel_layer(layer)
+        operations.append(_fold_batch_norm(layer, operations))
+    elif type(layer) is keras.layers.ZeroPadding2D:
+        if layer.data_format != "channels_last":
+            raise ValueError(f"ZeroPadding2D '{layer.name}': only channels_last.")
+        operations.append(("pad", tuple(tuple(int(p) for p in side) for side in layer.padding)))
+    elif type(layer) in (keras.layers.ReLU, keras.layers.Activation):
+        operations.append(("activation", _layer_activation_name(layer)))
+    elif type(layer) in _POOLS:
+        operations.append((_POOLS[type(layer)], tuple(layer.pool_size), tuple(layer.strides), layer.padding))
+    elif type(layer) in _GLOBAL_POOLS:
+        operations.append((_GLOBAL_POOLS[type(layer)],))
+    elif isinstance(layer, keras.layers.Flatten):
+        operations.append(("flatten",))
+    elif isinstance(layer, keras.layers.Dense):
+        kernel = keras.ops.convert_to_numpy(layer.kernel).astype("float32")
+        bias = keras.ops.convert_to_numpy(layer.bias).astype("float32") if layer.use_bias else None
+        operations.append(("dense", kernel, bias, _activation_name(layer)))
+    else:
+        raise ValueError(
+            f"LiteRT files are built from Conv2D, DepthwiseConv2D, BatchNormalization, pooling, "
+            f"ZeroPadding2D, activation, Flatten, Dense layers and fixed gathers; layer '{layer.name}' "
+            f"is a {type(layer).__name__}.")
 
 
 def _layer_activation_name(layer):
@@ -434,7 +468,7 @@ def _fold_batch_norm(layer, operations):
     Returns:
         The `scale_shift` op, or None when it was folded (the op before it replaced).
     """
-    value = lambda v: keras.ops.convert_to_numpy(v).astype("float64")  # noqa: E731
+    value = lambda v: keras.ops.convert_to_numpy(v).astype("float64")
     gamma = value(layer.gamma) if layer.scale else 1.0
     beta = value(layer.beta) if layer.center else 0.0
     scale = gamma / np.sqrt(value(layer.moving_variance) + layer.epsilon)
@@ -453,54 +487,75 @@ def _ops_module(stack, batch_size):
     """A `tf.Module` computing the operations of a :func:`layer_stack` from constants."""
     import tensorflow as tf
 
-    activations = _tf_activations(tf)
-    steps = []
-    for op in stack["ops"]:
-        kind = op[0]
-        if kind == "conv":
-            _, kernel, bias, act, strides, padding = op
-            steps.append(functools.partial(
-                _conv_step, tf.constant(kernel), None if bias is None else tf.constant(bias),
-                activations[act], [1, *strides, 1], padding.upper()))
-        elif kind == "depthwise":
-            _, kernel, bias, act, strides, padding = op
-            steps.append(functools.partial(
-                _depthwise_step, tf.constant(kernel), None if bias is None else tf.constant(bias),
-                activations[act], [1, *strides, 1], padding.upper()))
-        elif kind == "pad":
-            (top, bottom), (left, right) = op[1]
-            steps.append(functools.partial(tf.pad, paddings=[[0, 0], [top, bottom], [left, right], [0, 0]]))
-        elif kind == "activation":
-            steps.append(activations[op[1]])
-        elif kind == "scale_shift":
-            steps.append(functools.partial(_scale_shift_step, tf.constant(op[1]), tf.constant(op[2])))
-        elif kind in ("max_pool", "avg_pool"):
-            _, size, strides, padding = op
-            pool = tf.nn.max_pool2d if kind == "max_pool" else tf.nn.avg_pool2d
-            steps.append(functools.partial(pool, ksize=list(size), strides=list(strides),
-                                           padding=padding.upper()))
-        elif kind in ("global_max_pool", "global_avg_pool"):
-            reduce = tf.reduce_max if kind == "global_max_pool" else tf.reduce_mean
-            steps.append(functools.partial(reduce, axis=[1, 2]))
-        elif kind == "flatten":
-            steps.append(lambda h: tf.reshape(h, [-1, int(np.prod(h.shape[1:]))]))
-        elif kind == "gather":
-            steps.append(functools.partial(tf.gather, indices=tf.constant(op[1], tf.int32), axis=-1))
-        else:
-            _, kernel, bias, act = op
-            steps.append(functools.partial(_dense_step, tf.constant(kernel),
-                                           None if bias is None else tf.constant(bias), activations[act]))
+    steps = _tf_steps(tf, stack["ops"])
     spec = tf.TensorSpec([batch_size, *stack["input_shape"]], tf.float32, name=stack["input_name"])
 
     class Inference(tf.Module):
         @tf.function(input_signature=[spec])
         def serve(self, x):
-            h = x
-            for step in steps:
-                h = step(h)
-            return {"output_0": h}
+            return {"output_0": _run_steps(steps, x, {})}
 
     return Inference()
+
+
+def _run_steps(steps, h, saved):
+    """Applies :func:`_tf_steps`' steps to `h`; `saved` holds the tensors kept for residual adds."""
+    for kind, step in steps:
+        if kind == "save":
+            saved[step] = h
+        elif kind == "add":
+            key, shortcut = step
+            h = h + _run_steps(shortcut, saved[key], saved)
+        else:
+            h = step(h)
+    return h
+
+
+def _tf_steps(tf, operations):
+    """`(kind, step)` per operation: a function of the tensor, a key ("save"), `(key, shortcut steps)` ("add")."""
+    activations = _tf_activations(tf)
+    steps = []
+    for op in operations:
+        kind = op[0]
+        if kind == "save":
+            steps.append(("save", op[1]))
+            continue
+        if kind == "add":
+            steps.append(("add", (op[1], _tf_steps(tf, op[2]))))
+            continue
+        steps.append((kind, _tf_step(tf, activations, op)))
+    return steps
+
+
+def _tf_step(tf, activations, op):
+    """The TensorFlow function of one operation of a :func:`layer_stack`."""
+    kind = op[0]
+    if kind in ("conv", "depthwise"):
+        _, kernel, bias, act, strides, padding = op
+        return functools.partial(
+            _conv_step if kind == "conv" else _depthwise_step, tf.constant(kernel),
+            None if bias is None else tf.constant(bias), activations[act], [1, *strides, 1], padding.upper())
+    if kind == "pad":
+        (top, bottom), (left, right) = op[1]
+        return functools.partial(tf.pad, paddings=[[0, 0], [top, bottom], [left, right], [0, 0]])
+    if kind == "activation":
+        return activations[op[1]]
+    if kind == "scale_shift":
+        return functools.partial(_scale_shift_step, tf.constant(op[1]), tf.constant(op[2]))
+    if kind in ("max_pool", "avg_pool"):
+        _, size, strides, padding = op
+        pool = tf.nn.max_pool2d if kind == "max_pool" else tf.nn.avg_pool2d
+        return functools.partial(pool, ksize=list(size), strides=list(strides), padding=padding.upper())
+    if kind in ("global_max_pool", "global_avg_pool"):
+        reduce = tf.reduce_max if kind == "global_max_pool" else tf.reduce_mean
+        return functools.partial(reduce, axis=[1, 2])
+    if kind == "flatten":
+        return lambda h: tf.reshape(h, [-1, int(np.prod(h.shape[1:]))])
+    if kind == "gather":
+        return functools.partial(tf.gather, indices=tf.constant(op[1], tf.int32), axis=-1)
+    _, kernel, bias, act = op
+    return functools.partial(_dense_step, tf.constant(kernel), None if bias is None else tf.constant(bias),
+                             activations[act])
 
 
 def _conv_step(kernel, bias, activation, strides, padding, h):

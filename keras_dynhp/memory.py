@@ -205,6 +205,8 @@ def connector_numbers(model):
     """
     import keras
 
+    from keras_dynhp.layers.skip import SkipSave
+
     total = 0
     shape = (None,) + tuple(model.input_shape_per_example)
     shape = shape[:-1] + (model.feature_select.output_dim,)
@@ -214,7 +216,7 @@ def connector_numbers(model):
             break
         for connector in model.connectors[i]:
             shape = tuple(connector.compute_output_shape(shape))
-            if not isinstance(connector, keras.layers.Flatten):
+            if not isinstance(connector, (keras.layers.Flatten, SkipSave)):  # reshapes, the kept tensor
                 total += math.prod(int(d) for d in shape[1:])
         select = model.link_selects[i]
         if select is not None:

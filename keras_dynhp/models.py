@@ -28,6 +28,7 @@ from keras_dynhp.data import (
 from keras_dynhp.layers import FeatureSelect, GatedLayer, L0Conv2D, L0Dense
 from keras_dynhp.layers import channels as channel_layers
 from keras_dynhp.layers.select import narrower_flat_map
+from keras_dynhp.layers.skip import SkipAdd, SkipSave
 
 MODES = training.MODES
 
@@ -43,14 +44,20 @@ CONNECTOR_LAYERS = (
 
 
 def is_connector(layer):
-    """Whether `layer` may sit between two gated layers (weight-free or a registered channel layer)."""
-    return isinstance(layer, CONNECTOR_LAYERS) or channel_layers.channel_handler(layer) is not None
+    """Whether `layer` may sit between two gated layers (weight-free, a registered channel layer, a skip)."""
+    return (isinstance(layer, CONNECTOR_LAYERS + (SkipSave, SkipAdd))
+            or channel_layers.channel_handler(layer) is not None)
 
 
 def connector_names():
     """The layer types `is_connector` accepts, for error messages."""
-    classes = list(CONNECTOR_LAYERS) + list(channel_layers.registered_channel_layers())
+    classes = list(CONNECTOR_LAYERS) + list(channel_layers.registered_channel_layers()) + [SkipSave, SkipAdd]
     return ", ".join(cls.__name__ for cls in classes)
+
+
+def tied_gap(gap_layers):
+    """Whether a gap's channels are tied by a skip connection (it holds a `SkipSave` or a `SkipAdd`)."""
+    return any(isinstance(c, (SkipSave, SkipAdd)) for c in gap_layers)
 
 
 def _example_shape(input_dim, input_shape):
@@ -165,6 +172,7 @@ class DynHPModel(backend.trainer(), keras.Model):
         self.feature_select = FeatureSelect(self.input_dim, input_indices, name="feature_select")
         self.gated_layers = layers
         self._connectors = self._check_connectors(connectors, len(layers))
+        self._check_skips()
         # After a Flatten, the next gated layer reads single features: a fixed gather keeps those
         # still present (created in `build`, where the flattened width is known).
         self._link_indices = list(link_indices) if link_indices is not None else [None] * (len(layers) - 1)
@@ -228,6 +236,21 @@ class DynHPModel(backend.trainer(), keras.Model):
             checked.append(layers)
         return checked
 
+    def _check_skips(self):
+        """Each SkipAdd has an earlier SkipSave; the gated layer after a tied gap has no input gates."""
+        saved = set()
+        for i, gap in enumerate(self._connectors):
+            for layer in gap:
+                if isinstance(layer, SkipSave):
+                    saved.add(layer.key)
+                elif isinstance(layer, SkipAdd) and layer.key not in saved:
+                    raise ValueError(
+                        f"SkipAdd '{layer.name}' adds '{layer.key}', which no earlier SkipSave keeps.")
+            if tied_gap(gap) and self.gated_layers[i + 1].gate_inputs:
+                raise ValueError(
+                    f"The channels between gated layers {i} and {i + 1} are tied by a skip connection: give "
+                    f"'{self.gated_layers[i + 1].name}' gate_inputs=False (tied channels are kept whole).")
+
     @property
     def connectors(self):
         """Per gap between gated layers, the layers in it (pooling, Flatten, BatchNormalization, ...)."""
@@ -246,9 +269,10 @@ class DynHPModel(backend.trainer(), keras.Model):
         model budget, the delivered size).
         """
         for i, layer in enumerate(self.gated_layers):
-            extra = 0 if i + 1 == len(self.gated_layers) else sum(
-                channel_layers.channel_params(c) for c in self._connectors[i])
-            layer.output_channel_params = int(extra)
+            gap = [] if i + 1 == len(self.gated_layers) else self._connectors[i]
+            layer.output_channel_params = int(sum(channel_layers.channel_params(c) for c in gap))
+            layer.output_fixed_params = int(sum(c.count_params() for c in gap
+                                                if isinstance(c, SkipAdd) and c.built))
 
     def _put_layers_in_order(self):
         """Sub-layers tracked in construction order after a swap (see `_keras_internals.order_tracked_layers`)."""
@@ -278,6 +302,7 @@ class DynHPModel(backend.trainer(), keras.Model):
         if not self.feature_select.built:
             self.feature_select.build((None,) + self.input_shape_)
         shape = (None,) + self.input_shape_[:-1] + (self.feature_select.output_dim,)
+        saved = {}
         for i, layer in enumerate(self.gated_layers):
             if not layer.built:
                 layer.build(shape)
@@ -287,6 +312,15 @@ class DynHPModel(backend.trainer(), keras.Model):
             produced = shape
             for connector in self._connectors[i]:
                 try:
+                    if isinstance(connector, SkipSave):
+                        saved[connector.key] = shape
+                    elif isinstance(connector, SkipAdd):
+                        if not connector.built:
+                            connector.build([shape, saved[connector.key]])
+                        if connector.shortcut_shape(saved[connector.key])[1:] != shape[1:]:
+                            raise ValueError(
+                                f"it adds shape {connector.shortcut_shape(saved[connector.key])} to {shape}.")
+                        continue
                     if not connector.built:
                         connector.build(shape)
                     shape = tuple(connector.compute_output_shape(shape))
@@ -315,7 +349,7 @@ class DynHPModel(backend.trainer(), keras.Model):
                 f"shape {tuple(inputs.shape)}."
             )
         x = self.feature_select(inputs)
-        gated = []
+        gated, saved = [], {}
         for i, layer in enumerate(self.gated_layers):
             if probes is None:
                 x = layer(x, training=training)
@@ -324,7 +358,12 @@ class DynHPModel(backend.trainer(), keras.Model):
                 gated.append(a)
             if i + 1 < len(self.gated_layers):
                 for connector in self._connectors[i]:
-                    x = connector(x, training=training)
+                    if isinstance(connector, SkipSave):
+                        saved[connector.key] = x
+                    elif isinstance(connector, SkipAdd):
+                        x = connector([x, saved[connector.key]], training=training)
+                    else:
+                        x = connector(x, training=training)
                 if self.link_selects[i] is not None:
                     x = self.link_selects[i](x)
         if self.penalty == "size":  # eq. 11 needs every layer's gates: added here, not per layer
@@ -475,12 +514,11 @@ class DynHPModel(backend.trainer(), keras.Model):
     def count_params_stored(self):
         """Weights + biases stored by the network (the paper's parameter count).
 
-        Includes the per-channel layers between gated layers (a
-        BatchNormalization's 4 numbers per channel, a depthwise kernel).
+        Includes the layers between gated layers (a BatchNormalization's 4
+        numbers per channel, a depthwise kernel, a skip's shortcut layers).
         """
         return (sum(layer.num_params() for layer in self.gated_layers)
-                + sum(c.count_params() for gap in self._connectors for c in gap
-                      if channel_layers.channel_handler(c) is not None))
+                + sum(c.count_params() for gap in self._connectors for c in gap if c.built and c.weights))
 
     def network_bytes(self):
         """Bytes of the network in the paper's accounting."""

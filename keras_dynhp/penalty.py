@@ -115,7 +115,8 @@ def network_params(layers, inputs, outputs):
     """sum_l params_l(inputs[l], outputs[l]) (numbers or tensors)."""
     total = 0.0
     for layer, n_in, n_out in zip(layers, inputs, outputs):
-        total = total + layer.params_for(n_in, n_out) + output_channel_params(layer) * n_out
+        total = (total + layer.params_for(n_in, n_out) + output_channel_params(layer) * n_out
+                 + getattr(layer, "output_fixed_params", 0))
     return total
 
 

@@ -149,7 +149,7 @@ def test_code_that_is_not_run_says_so():
 def test_tutorials_and_quickstart_have_snippets():
     names = {p.relative_to(DOCS).as_posix() for p in python_pages()}
     for page in ("quickstart.md", "tutorials/memory-budget.md", "tutorials/export.md",
-                 "tutorials/on-device-retraining.md"):
+                 "tutorials/on-device-retraining.md", "tutorials/modern-cnns.md"):
         assert page in names, f"{page} has no ```python block to test"
 
 

@@ -163,6 +163,9 @@ class GatedLayer:
     #: wherever it is computed (:func:`keras_dynhp.penalty.network_params`); not part of
     #: the layer's config.
     output_channel_params = 0
+    #: Numbers stored in the same gap that do not follow this layer's outputs (a skip
+    #: connection's shortcut layers, :mod:`keras_dynhp.layers.skip`): set by the model.
+    output_fixed_params = 0
 
     # ------------------------------------------------------------- options
     def set_gate_options(self, droprate_init, temperature, l0_lambda, weight_decay, penalty, dataset_size,

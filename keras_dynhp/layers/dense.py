@@ -45,6 +45,9 @@ class L0Dense(GatedLayer, keras.layers.Layer):
         per_example_gates: Sample one gate vector per example (True) or one per
             batch (False).
         collect_gate_stats: Count active gate observations while training.
+        gate_inputs: False: no gates on the input units (always on, never
+            pruned), e.g. features tied by a residual connection
+            (:mod:`keras_dynhp.layers.skip`).
         kernel_initializer: Initializer for the kernel.
         bias_initializer: Initializer for the bias.
         seed: Optional integer seed of the gate noise.
@@ -75,6 +78,7 @@ class L0Dense(GatedLayer, keras.layers.Layer):
         dataset_size=None,
         per_example_gates=True,
         collect_gate_stats=True,
+        gate_inputs=True,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         seed=None,
@@ -83,7 +87,7 @@ class L0Dense(GatedLayer, keras.layers.Layer):
         super().__init__(**kwargs)
         self.units = check_positive_int("units", units)
         self.set_gate_options(droprate_init, temperature, l0_lambda, weight_decay, penalty, dataset_size,
-                              per_example_gates, collect_gate_stats, seed)
+                              per_example_gates, collect_gate_stats, seed, gate_inputs)
         self.activation = keras.activations.get(activation)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -131,6 +135,8 @@ class L0Dense(GatedLayer, keras.layers.Layer):
         With `deterministic_training` set, training uses the deterministic gates
         too (and counts no gate statistics).
         """
+        if not self.gate_inputs:
+            return inputs
         if not training or self.deterministic_training:
             return inputs * ops.cast(self.inference_gates(), inputs.dtype)
         z = self.sample_gates(ops.shape(inputs)[0])
@@ -166,7 +172,7 @@ class L0Dense(GatedLayer, keras.layers.Layer):
         controls the `units` weights of row j of the kernel. With
         `penalty="size"` the `l0_lambda` term is left to the model (eq. 11).
         """
-        per_gate = self.l0_lambda * self.units if self.penalty == "louizos" else 0.0
+        per_gate = self.l0_lambda * self.units if self.penalty == "louizos" and self.gate_inputs else 0.0
         xp = NumpyOps if numpy else ops
         if self.weight_decay:
             per_gate = per_gate + 0.5 * self.weight_decay * xp.sum(
@@ -266,6 +272,7 @@ class L0Dense(GatedLayer, keras.layers.Layer):
             "activation": self.activation,
             "use_bias": self.use_bias,
             **self.gate_config(),
+            "gate_inputs": self.gate_inputs,
             "kernel_initializer": self.kernel_initializer,
             "bias_initializer": self.bias_initializer,
             "seed": self.seed,
