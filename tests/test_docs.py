@@ -245,8 +245,15 @@ def test_cli_commands_in_docs_parse():
     assert commands, "the docs show no keras-dynhp command"
     parser = cli.build_parser()
     for where, line in commands:
+        argv = shlex.split(line)[1:]
         try:
-            parser.parse_args(shlex.split(line)[1:])
+            args = cli.parse_args(parser, argv)
+            if args.command == "sweep":  # its train flags: every configuration parses as a train command
+                from keras_dynhp.cli import sweep
+
+                own, rest = sweep._sweep_parser().parse_known_args(argv[argv.index("sweep") + 1:])
+                for _, train_argv in sweep.grid(rest, [0]):
+                    cli.build_parser(command="train").parse_args(train_argv)
         except SystemExit as e:  # argparse's way of reporting an error
             pytest.fail(f"{where}: `{line}` does not parse (exit {e.code})")
 

@@ -99,6 +99,7 @@ from keras_dynhp.cli.evaluate import _evaluate_arguments, cmd_evaluate
 from keras_dynhp.cli.export import _export_arguments, cmd_export
 from keras_dynhp.cli.report import _report_arguments, cmd_report
 from keras_dynhp.cli.reproduce import _reproduce_arguments, cmd_reproduce
+from keras_dynhp.cli.sweep import _sweep_arguments, cmd_sweep
 from keras_dynhp.cli.train import _train_arguments, cmd_train
 
 # name -> (help, description, arguments, function)
@@ -144,6 +145,14 @@ COMMANDS = {
         "over alpha_bs, a dense Keras MLP and tfmot magnitude pruning as peers), resumably, and "
         "writes results.json, results.csv, table.md and plots into --output."),
         _reproduce_arguments, cmd_reproduce),
+    "sweep": (
+        "train over a grid of flags (lists of values, seeds), one process per configuration",
+        ("Runs `train` for every combination of the listed flag values (e.g. --model-budget "
+         "50KB,100KB --alpha-bs 0.97,0.98 --seeds 0,1,2), --jobs processes at a time, each in its own "
+         "sub-directory of --output; finished configurations are skipped on a re-run, a failed one is "
+         "retried once; writes sweep.csv, sweep.md and pareto.png (test error against model size and "
+         "training memory)."),
+        _sweep_arguments, cmd_sweep),
 }
 
 
@@ -247,6 +256,18 @@ def _native_output_silenced():
             os.close(saved)
 
 
+def parse_args(parser, argv):
+    """`parser.parse_args(argv)`, except that `sweep` takes the flags it does not know (train's).
+
+    Raises:
+        SystemExit: As argparse does, for --help, --version and errors.
+    """
+    args, extras = parser.parse_known_args(argv)
+    if extras and getattr(args, "func", None) is not cmd_sweep:
+        return parser.parse_args(argv)  # argparse's own error for them
+    return args
+
+
 def main(argv=None, prog=PROG, command=None):
     """Runs `keras-dynhp` with `argv`; returns the exit status.
 
@@ -259,7 +280,7 @@ def main(argv=None, prog=PROG, command=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(prog, command)
     try:
-        args = parser.parse_args(argv)
+        args = parse_args(parser, argv)
     except SystemExit as e:  # --help, --version, argparse errors
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     args.command_line = " ".join(shlex.quote(a) for a in [prog, *argv])

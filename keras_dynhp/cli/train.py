@@ -49,7 +49,8 @@ def _train_arguments(t):
                    help="the network: an MLP of --hidden layers (default), or LeNet-5-Caffe "
                         "(20-50-800-500 convolutions and dense layers, on the images)")
     t.add_argument("--model", dest="user_model", default=None, metavar="PATH",
-                   help="your own Keras model (.keras: a Dense chain, or Conv2D/pooling then Dense) "
+                   help="your own Keras model (.keras: Dense / Conv2D layers with BatchNormalization, "
+                        "DepthwiseConv2D, pooling, activations and residual Adds between them) "
                         "instead of --arch: converted by keras_dynhp.prune() with its weights; "
                         "the dense baseline is your model trained plainly")
     t.add_argument("--hidden", type=_hidden, default=[300, 100], metavar="N[,N...]",
