@@ -11,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,tflite,docs,plots,images,compare,jax,tensorboard]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,tflite,docs,plots,images,compare,jax,tensorboard,ray]"
 	touch $(STAMP)
 
 install: $(STAMP)

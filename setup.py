@@ -39,6 +39,8 @@ setup(
         "tensorboard": ["tensorboard>=2.18"],
         # The fast backend on CPU (KERAS_BACKEND=jax); TensorFlow stays for tf.data and LiteRT.
         "jax": ["jax[cpu]>=0.4.34"],
+        # keras-dynhp sweep --ray: each configuration a Ray task, on this machine or a cluster.
+        "ray": ["ray>=2.9"],
         # tfmot works only with tf_keras (Keras 2): comparison benchmarks only.
         "compare": ["tensorflow-model-optimization>=0.8", "tf_keras>=2.18"],
     },

@@ -83,9 +83,26 @@ def test_the_executor_reports_a_killed_worker(tmp_path):
     import sys
 
     ends = {}
-    tasks = [("ok", [sys.executable, "-c", "print('fine')"], str(tmp_path / "ok.log")),
+    tasks = [("ok", [sys.executable, "-c", "print('fine')"], None, str(tmp_path / "ok.log")),
              ("killed", [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
-              str(tmp_path / "killed.log"))]
+              None, str(tmp_path / "killed.log"))]
     sweep.LocalProcesses(jobs=2).run(tasks, lambda name, code: ends.__setitem__(name, code))
     assert ends == {"ok": 0, "killed": -9}  # cmd_sweep retries any non-zero end once
     assert (tmp_path / "ok.log").read_text().strip() == "fine"
+
+
+def test_a_sweep_on_a_local_ray_instance_brings_the_runs_back(tmp_path, capsys, fashion_subset):
+    ray = pytest.importorskip("ray")
+    out = str(tmp_path / "sweep")
+    argv = ["--subset", "300", "--epochs", "1", "--no-baseline", "--hidden", "30,10",
+            "--model-budget", "50KB,100KB", "--jobs", "2", "--output", out, "--ray"]
+    try:
+        code, printed = _run(argv, capsys)
+    finally:
+        ray.shutdown()
+    assert code == 0, printed.err
+    assert "local Ray instance, 1 CPU(s) a task" in printed.out
+    for name in ("model_budget-50KB_seed-0", "model_budget-100KB_seed-0"):
+        assert os.path.exists(os.path.join(out, name, "summary.json"))  # sent back from the worker
+        assert os.path.getsize(os.path.join(out, f"{name}.log")) > 0
+    assert len(sweep.collect(out, ["model_budget-50KB_seed-0", "model_budget-100KB_seed-0"])) == 2

@@ -40,6 +40,11 @@ def _sweep_arguments(p):
                    help="print the configuration of lowest mean test error among those delivering at "
                         "most SIZE (bytes, or e.g. 100KB)")
     p.add_argument("--retries", type=int, default=1, help="times a failed configuration is retried (default 1)")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run each configuration as a Ray task: without ADDRESS on a local Ray instance, "
+                        "'auto' on the cluster this machine belongs to (`ray start`), or at ADDRESS "
+                        "(ray.init(address=...)); each task asks for cores/--jobs CPUs "
+                        "(needs keras_dynhp[ray])")
     p.epilog = ("Any other flag is a train flag, with one value or a list of values: commas between "
                 "values (e.g. --model-budget 50KB,100KB), '/' between values of --hidden and --lambda "
                 "(e.g. --hidden 300,100/500,300).")
@@ -109,33 +114,56 @@ def grid(train_argv, seeds):
     return configurations
 
 
+def train_command(argv, directory, backend):
+    """The `train` process of one configuration, writing to `directory` (resuming a run started there)."""
+    command = [sys.executable, "-m", "keras_dynhp", "--backend", backend, "train", *argv,
+               "--output", directory, "--quiet"]
+    if os.path.exists(os.path.join(directory, "run.json")):
+        command += ["--resume", directory]
+    return command
+
+
+def thread_environment(threads):
+    """The environment of a `train` process limited to `threads` threads (TensorFlow, XLA, OpenMP)."""
+    env = dict(os.environ)
+    n = str(int(threads))
+    env.update(OMP_NUM_THREADS=n, TF_NUM_INTRAOP_THREADS=n, TF_NUM_INTEROP_THREADS="1")
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
+                        f"intra_op_parallelism_threads={n}").strip()
+    return env
+
+
 class LocalProcesses:
     """The executor of one machine: at most `jobs` configurations at once, each a `train` process.
 
     Each process gets `cores // jobs` threads (TensorFlow's and XLA's intra-op pools, OpenMP),
     so that N jobs share the cores instead of each taking them all.
+
+    An executor's `run(tasks, on_done)` runs `(name, train argv, run directory, log path)`
+    tasks and calls `on_done(name, exit status)` as each ends (in the driver's thread);
+    :class:`RayTasks` is the other one.
     """
 
-    def __init__(self, jobs):
+    def __init__(self, jobs, backend="auto"):
         self.jobs = max(1, int(jobs))
         self.threads = max(1, (os.cpu_count() or 1) // self.jobs)
+        self.backend = backend
 
     def environment(self):
-        env = dict(os.environ)
-        n = str(self.threads)
-        env.update(OMP_NUM_THREADS=n, TF_NUM_INTRAOP_THREADS=n, TF_NUM_INTEROP_THREADS="1")
-        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
-                            f"intra_op_parallelism_threads={n}").strip()
-        return env
+        return thread_environment(self.threads)
+
+    def describe(self):
+        return f"{self.jobs} at a time, {self.threads} thread(s) each"
 
     def run(self, tasks, on_done):
-        """Runs `tasks` (`(name, command, log path)`), calling `on_done(name, returncode)` as each ends."""
+        """Runs `tasks`, calling `on_done(name, returncode)` as each ends."""
         pending, running = list(tasks), {}
         env = self.environment()
         try:
             while pending or running:
                 while pending and len(running) < self.jobs:
-                    name, command, log = pending.pop(0)
+                    name, argv, directory, log = pending.pop(0)
+                    command = argv if directory is None else train_command(argv, directory, self.backend)
                     with open(log, "ab") as out:
                         running[name] = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
                 for name, process in list(running.items()):
@@ -150,6 +178,113 @@ class LocalProcesses:
             for process in running.values():
                 process.wait()
             raise
+
+
+def _run_on_worker(argv, backend, threads, files):
+    """A Ray task: one configuration's `train` on whichever machine Ray chose.
+
+    The run directory travels as a tar archive: `files` (a run started before, to resume)
+    is unpacked into a temporary directory, `train` runs there, and the directory and the
+    log come back to the driver, which needs no file system shared with the workers.
+
+    Returns:
+        `(exit status, tar archive of the run directory, log bytes)`.
+    """
+    import io
+    import tarfile
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = os.path.join(tmp, "run")
+        os.makedirs(directory)
+        if files:
+            with tarfile.open(fileobj=io.BytesIO(files)) as archive:
+                archive.extractall(directory, filter="data")
+        log = os.path.join(tmp, "log")
+        with open(log, "wb") as out:
+            code = subprocess.call(train_command(argv, directory, backend), stdout=out,
+                                   stderr=subprocess.STDOUT, env=thread_environment(threads))
+        packed = io.BytesIO()
+        with tarfile.open(fileobj=packed, mode="w") as archive:
+            for entry in sorted(os.listdir(directory)):
+                archive.add(os.path.join(directory, entry), arcname=entry)
+        with open(log, "rb") as f:
+            return code, packed.getvalue(), f.read()
+
+
+class RayTasks:
+    """The executor of a Ray cluster: each configuration a Ray task asking for `cpus` CPUs.
+
+    `address` None starts a local Ray instance (`ray.init(num_cpus=cores)`); otherwise it is
+    passed to `ray.init(address=...)` ("auto": the cluster this machine belongs to, started
+    with `ray start`). Run directories go to the workers and come back as archives
+    (:func:`_run_on_worker`), so the driver's `--output` is the only place they live. A task
+    whose worker dies ends with status -1 (retried by the sweep like any failure).
+    """
+
+    def __init__(self, address=None, cpus=1, backend="auto"):
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise UsageError("--ray needs Ray: pip install 'keras_dynhp[ray]'") from None
+        self.address, self.cpus, self.backend = address, max(1, int(cpus)), backend
+
+    def describe(self):
+        where = "a local Ray instance" if self.address is None else f"the Ray cluster at {self.address}"
+        return f"on {where}, {self.cpus} CPU(s) a task"
+
+    def run(self, tasks, on_done):
+        import io
+        import shutil
+        import tarfile
+
+        import ray
+
+        if not ray.is_initialized():
+            if self.address is None:
+                ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(address=self.address, log_to_driver=False)
+        remote = ray.remote(num_cpus=self.cpus, max_retries=0)(_run_on_worker)
+        refs = {}
+        for name, argv, directory, log in tasks:
+            refs[remote.remote(argv, self.backend, self.cpus, _packed(directory))] = (name, directory, log)
+        try:
+            while refs:
+                done, _ = ray.wait(list(refs), num_returns=1)
+                name, directory, log = refs.pop(done[0])
+                try:
+                    code, files, text = ray.get(done[0])
+                except ray.exceptions.RayError as e:  # the worker died, or Ray lost the task
+                    with open(log, "ab") as out:
+                        out.write(f"Ray: {type(e).__name__}: {e}\n".encode())
+                    on_done(name, -1)
+                    continue
+                shutil.rmtree(directory, ignore_errors=True)
+                os.makedirs(directory)
+                with tarfile.open(fileobj=io.BytesIO(files)) as archive:
+                    archive.extractall(directory, filter="data")
+                with open(log, "ab") as out:
+                    out.write(text)
+                on_done(name, code)
+        except BaseException:
+            for ref in refs:
+                ray.cancel(ref, force=True)
+            raise
+
+
+def _packed(directory):
+    """A tar archive of a run directory started before (None: nothing there)."""
+    import io
+    import tarfile
+
+    if not os.path.exists(os.path.join(directory, "run.json")):
+        return None
+    packed = io.BytesIO()
+    with tarfile.open(fileobj=packed, mode="w") as archive:
+        for entry in sorted(os.listdir(directory)):
+            archive.add(os.path.join(directory, entry), arcname=entry)
+    return packed.getvalue()
 
 
 def cmd_sweep(args):
@@ -171,20 +306,22 @@ def cmd_sweep(args):
         except SystemExit:
             raise UsageError(f"sweep: configuration {name} has flags train refuses (see the line above)") from None
     _makedirs(own.output, "--output")
-    executor = LocalProcesses(own.jobs)
+    if own.ray is None:
+        executor = LocalProcesses(own.jobs, args.backend)
+    else:
+        executor = RayTasks(None if own.ray == "local" else own.ray,
+                            cpus=max(1, (os.cpu_count() or 1) // own.jobs), backend=args.backend)
     attempts, failed, skipped, tasks = {}, [], [], []
-    commands = {}
+    by_name = {}
     for name, argv in configurations:
         directory = os.path.join(own.output, name)
         if os.path.exists(os.path.join(directory, "summary.json")):
             skipped.append(name)
             continue
-        commands[name] = [sys.executable, "-m", "keras_dynhp", "--backend", args.backend, "train", *argv,
-                          "--output", directory, "--quiet"]
-        tasks.append((name, _resuming(commands[name], directory), os.path.join(own.output, f"{name}.log")))
+        by_name[name] = (name, argv, directory, os.path.join(own.output, f"{name}.log"))
+        tasks.append(by_name[name])
     print(f"sweep: {len(configurations)} configurations ({len(skipped)} finished before, {len(tasks)} to run), "
-          f"{executor.jobs} at a time, {executor.threads} thread(s) each; logs in {own.output}/<name>.log",
-          flush=True)
+          f"{executor.describe()}; logs in {own.output}/<name>.log", flush=True)
     started = time.perf_counter()
 
     def on_done(name, code):
@@ -194,8 +331,7 @@ def cmd_sweep(args):
             return
         if attempts[name] <= own.retries:
             print(f"  {name} failed (exit {code}); retrying", flush=True)
-            command = _resuming(commands[name], os.path.join(own.output, name))
-            retry.append((name, command, os.path.join(own.output, f"{name}.log")))
+            retry.append(by_name[name])
             return
         print(f"  {name} failed (exit {code}) {attempts[name]} times: see {own.output}/{name}.log", flush=True)
         failed.append(name)
@@ -213,13 +349,6 @@ def cmd_sweep(args):
     if failed:
         raise RunError(f"{len(failed)} configuration(s) failed: {', '.join(failed)}")
     return 0
-
-
-def _resuming(command, directory):
-    """`command`, resuming the run in `directory` when one was started there (its run.json written)."""
-    if os.path.exists(os.path.join(directory, "run.json")):
-        return [*command, "--resume", directory]
-    return list(command)
 
 
 def collect(output, names):
