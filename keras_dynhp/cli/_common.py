@@ -151,17 +151,19 @@ def takes_rows(model):
     return len(model.input_shape) == 2
 
 
-def load_run_data(args, as_uint8=False, flatten=False, images=False):
+def load_run_data(args, as_uint8=False, layout=None):
     """`((x, y), (xt, yt))` of `--data PATH` if given, else of the built-in `--dataset`.
 
-    With `flatten`, each example as one row (the MLPs' inputs); with `images`,
-    as an image (height, width, channels: a convolutional network's inputs);
-    else the built-in data sets are rows and a user's data as stored. Problems
-    with the user's file are a RunError naming it.
+    `layout` "rows": each example as one row (the MLPs' inputs); "images": as an
+    image (height, width, channels: a convolutional network's inputs); None:
+    the built-in data sets as rows and a user's data as stored. Problems with
+    the user's file are a RunError naming it.
     """
+    if layout not in (None, "rows", "images"):
+        raise ValueError(f"layout must be None, 'rows' or 'images'; received {layout!r}")
     path = getattr(args, "data", None)
     if not path:
-        return load_dataset(args.dataset, as_uint8=as_uint8, flatten=not images)
+        return load_dataset(args.dataset, as_uint8=as_uint8, flatten=layout != "images")
     import numpy as np
 
     from keras_dynhp.experiments import user_data
@@ -170,9 +172,9 @@ def load_run_data(args, as_uint8=False, flatten=False, images=False):
         (x, y), (xt, yt) = user_data.load_file(path)
     except user_data.DataFileError as e:
         raise RunError(f"--data: {_one_line(e)}") from e
-    if flatten:
+    if layout == "rows":
         x, xt = x.reshape(len(x), -1), xt.reshape(len(xt), -1)
-    elif images:
+    elif layout == "images":
         if x.ndim == 3:  # grayscale images without a channel axis
             x, xt = x.reshape(*x.shape, 1), xt.reshape(*xt.shape, 1)
         if x.ndim != 4:

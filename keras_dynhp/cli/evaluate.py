@@ -36,7 +36,7 @@ def cmd_evaluate(args):
     ext = _check_model_path(args.model, (".keras", ".tflite"))
     model = load_keras_model(args.model) if ext == ".keras" else None
     rows = model is None or takes_rows(model)  # an MLP (and the .tflite files) take rows, a CNN images
-    (_, _), (xt, yt) = load_run_data(args, flatten=rows, images=not rows)
+    (_, _), (xt, yt) = load_run_data(args, layout="rows" if rows else "images")
     if args.limit is not None:
         xt, yt = xt[: args.limit], yt[: args.limit]
     if ext == ".keras":

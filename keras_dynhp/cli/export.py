@@ -70,7 +70,7 @@ def cmd_export(args):
                        "(a compact.keras keeps its pixel gather)")
     calibration = None
     if args.quantization == "int8":  # export_tflite picks them: export.calibration_samples
-        (calibration, _), _ = load_run_data(args, flatten=takes_rows(model), images=not takes_rows(model))
+        (calibration, _), _ = load_run_data(args, layout="rows" if takes_rows(model) else "images")
     _makedirs(os.path.dirname(output), "the directory of")
     try:
         if args.trainable:

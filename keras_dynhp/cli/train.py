@@ -564,7 +564,7 @@ def _train(args, run):
     if args.user is not None:  # the inputs its first layer takes: rows or images
         wanted = tuple(int(d) for d in args.user.input_shape[1:])
         lenet = len(wanted) == 3
-    (x, y), (xt, yt) = load_run_data(args, as_uint8=True, flatten=not lenet, images=lenet)  # uint8 held
+    (x, y), (xt, yt) = load_run_data(args, as_uint8=True, layout="images" if lenet else "rows")  # uint8 held
     example_shape, num_classes = tuple(int(d) for d in x.shape[1:]), int(max(y.max(), yt.max())) + 1
     if args.user is not None:
         if example_shape != wanted:
