@@ -31,7 +31,7 @@ class SkipSave(keras.layers.Layer):
         **kwargs: Passed to `keras.layers.Layer`.
 
     Example:
-        >>> SkipSave("block_1")(keras.ops.ones((1, 3))).shape
+        >>> tuple(SkipSave("block_1")(keras.ops.ones((1, 3))).shape)
         (1, 3)
     """
 
