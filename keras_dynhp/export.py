@@ -413,16 +413,10 @@ def _append_layer_ops(layer, operations):
     elif isinstance(layer, keras.layers.Conv2D) and type(layer) is keras.layers.Conv2D:
         if layer.data_format != "channels_last" or tuple(layer.dilation_rate) != (1, 1) or layer.groups != 1:
             raise ValueError(f"Conv2D '{layer.name}': only channels_last, undilated, ungrouped convolutions.")
-        kernel = keras.ops.convert_to_numpy(layer.kernel).astype("float32")
-        bias = keras.ops.convert_to_numpy(layer.bias).astype("float32") if layer.use_bias else None
-        operations.append(("conv", kernel, bias, _activation_name(layer), tuple(layer.strides),
-                           layer.padding))
+        operations.append(_convolution_op("conv", layer))
     elif type(layer) is keras.layers.DepthwiseConv2D:
         channel_layers.check_channel_layer(layer)
-        kernel = keras.ops.convert_to_numpy(layer.kernel).astype("float32")
-        bias = keras.ops.convert_to_numpy(layer.bias).astype("float32") if layer.use_bias else None
-        operations.append(("depthwise", kernel, bias, _activation_name(layer), tuple(layer.strides),
-                           layer.padding))
+        operations.append(_convolution_op("depthwise", layer))
     elif type(layer) is keras.layers.BatchNormalization:
         channel_layers.check_channel_layer(layer)
         operations.append(_fold_batch_norm(layer, operations))
@@ -447,6 +441,13 @@ def _append_layer_ops(layer, operations):
             f"LiteRT files are built from Conv2D, DepthwiseConv2D, BatchNormalization, pooling, "
             f"ZeroPadding2D, activation, Flatten, Dense layers and fixed gathers; layer '{layer.name}' "
             f"is a {type(layer).__name__}.")
+
+
+def _convolution_op(kind, layer):
+    """`(kind, kernel, bias, activation, strides, padding)` of a Conv2D or DepthwiseConv2D layer."""
+    kernel = keras.ops.convert_to_numpy(layer.kernel).astype("float32")
+    bias = keras.ops.convert_to_numpy(layer.bias).astype("float32") if layer.use_bias else None
+    return (kind, kernel, bias, _activation_name(layer), tuple(layer.strides), layer.padding)
 
 
 def _layer_activation_name(layer):
